@@ -1,0 +1,66 @@
+# streamcloud.platform: `make lab` brings the platform up in local Docker containers; `make test`
+# runs every check CI runs. Both set up what they need (virtualenv, Docker engine, test images).
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+BIN := $(CURDIR)/$(VENV)/bin
+export PATH := $(BIN):$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+# Distros every container scenario runs on; MOLECULE_DISTRO picks one for a single `molecule test`.
+DISTROS ?= debian12 debian13
+# Scenarios (default: every molecule/*/molecule.yml).
+SCENARIOS ?= $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
+COLLECTION_LINK := .build/collections/ansible_collections/streamcloud/platform
+STAGE := scripts/stage.sh
+
+.PHONY: help setup venv docker images lint sanity unit molecule test lab lab-down build clean
+
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+venv: $(VENV)/.installed $(COLLECTION_LINK) ## Python virtualenv from requirements.txt
+
+$(VENV)/.installed: requirements.txt
+	@$(STAGE) venv bash -c 'python3 -m venv $(VENV) && $(VENV)/bin/pip install -q --upgrade pip && $(VENV)/bin/pip install -q -r requirements.txt'
+	@touch $@
+
+$(COLLECTION_LINK):
+	@mkdir -p $(dir $@) && ln -sfn ../../../.. $@
+
+docker: ## Docker engine (installed and started when missing, as root on Debian/Ubuntu) and the apt cache
+	@$(STAGE) docker bash -c '. scripts/lib.sh && ensure_docker && ensure_apt_cache && apt_install openssh-client'
+
+images: docker ## Test images for $(DISTROS)
+	@$(STAGE) images scripts/build-images.sh $(DISTROS)
+
+setup: venv images ## Everything the tests and the lab need
+
+lint: venv ## ansible-lint (production), yamllint, ruff
+	@$(STAGE) yamllint yamllint --strict .
+	@$(STAGE) ansible-lint ansible-lint --offline
+	@$(STAGE) ruff ruff check .
+
+sanity: venv ## ansible-test sanity on the collection
+	@$(STAGE) sanity scripts/sanity.sh
+
+unit: venv ## pytest unit tests (tests/unit)
+	@$(STAGE) unit pytest -q tests/unit
+
+molecule: setup ## Every Molecule scenario on every distro in DISTROS
+	@$(STAGE) molecule scripts/molecule-all.sh "$(DISTROS)" $(SCENARIOS)
+
+test: lint sanity unit molecule ## Everything CI runs
+
+build: venv ## Collection tarball (without tests, venvs or caches)
+	@ansible-galaxy collection build --force --output-path .build/dist .
+
+lab: setup ## The platform in local Docker containers (no AWS)
+	@$(STAGE) lab ansible-playbook -i inventories/lab playbooks/lab.yml
+
+lab-down: venv ## Remove the lab containers
+	@ansible-playbook -i inventories/lab playbooks/lab.yml -e lab_state=absent
+
+clean: ## Remove the virtualenv and build outputs (images and containers stay)
+	rm -rf $(VENV) .build .cache .pytest_cache .ruff_cache

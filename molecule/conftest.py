@@ -1,0 +1,94 @@
+"""Helpers shared by every scenario's testinfra tests (pytest loads this for molecule/*/tests).
+
+The tests drive real clients from the controller (this machine) against the containers, so they
+need the containers' addresses, the keys made in prepare, and a way to re-run a playbook with bad
+input to prove that it fails before changing anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+SSH_BASE = [
+    "ssh",
+    "-o", "BatchMode=yes",
+    "-o", "StrictHostKeyChecking=no",
+    "-o", "UserKnownHostsFile=/dev/null",
+    "-o", "ConnectTimeout=10",
+]
+
+
+def ephemeral_dir() -> Path:
+    return Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
+
+
+def scenario_dir() -> Path:
+    return Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"])
+
+
+def container_ip(name: str) -> str:
+    """The container's address on its scenario network, as the controller reaches it."""
+    out = subprocess.run(
+        ["docker", "inspect", "--format", "{{json .NetworkSettings.Networks}}", name],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    networks = json.loads(out)
+    return next(n["IPAddress"] for n in networks.values() if n.get("IPAddress"))
+
+
+def ssh(address: str, user: str, command: str = "true", key: Path | None = None,
+        options: list[str] | None = None, timeout: int = 30) -> subprocess.CompletedProcess:
+    """Runs a command over a real SSH connection; never raises on a refused login."""
+    argv = list(SSH_BASE)
+    if key is not None:
+        argv += ["-i", str(key), "-o", "IdentitiesOnly=yes"]
+    argv += options or []
+    argv += [f"{user}@{address}", command]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+
+
+def run_playbook(playbook: str | Path, extra_vars: dict | None = None,
+                 check: bool = False, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Runs a playbook against the scenario's inventory, as Molecule would, and returns the result."""
+    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
+    argv = ["ansible-playbook", "-i", inventory, str(playbook)]
+    if extra_vars:
+        argv += ["-e", json.dumps(extra_vars)]
+    if check:
+        argv.append("--check")
+    env = dict(os.environ, ANSIBLE_FORCE_COLOR="false", ANSIBLE_NOCOLOR="true")
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="session")
+def keys_dir() -> Path:
+    """Where prepare.yml leaves the scenario's test keys (id_<user>, id_<user>.pub)."""
+    return ephemeral_dir()
+
+
+@pytest.fixture(scope="session")
+def molecule_scenario_dir() -> Path:
+    return scenario_dir()
+
+
+@pytest.fixture(scope="session")
+def address_of():
+    """address_of(container_name) -> its IP address on the scenario network."""
+    return container_ip
+
+
+@pytest.fixture(scope="session")
+def ssh_client():
+    """ssh_client(address, user, command="true", key=None, options=None) -> CompletedProcess."""
+    return ssh
+
+
+@pytest.fixture(scope="session")
+def playbook():
+    """playbook(path, extra_vars=None, check=False) -> CompletedProcess, against the scenario inventory."""
+    return run_playbook

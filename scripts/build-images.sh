@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Builds the systemd-ready test images (streamcloud/<distro>) that Molecule and the lab boot.
+#   scripts/build-images.sh [distro ...]       distros: debian12 debian13 ubuntu2404 (default: debian12)
+# An image that already exists is kept (FORCE=1 rebuilds). A Dockerfile build is tried first; where
+# the base image cannot be pulled (no registry), the root file system is made with debootstrap from
+# the Debian archive and imported. Ubuntu needs its own archive, so it is Dockerfile-only.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=scripts/lib.sh
+. "$here/lib.sh"
+
+declare -A BASE=([debian12]=debian:bookworm [debian13]=debian:trixie [ubuntu2404]=ubuntu:24.04)
+declare -A SUITE=([debian12]=bookworm [debian13]=trixie)
+PACKAGES=python3,systemd,systemd-sysv,sudo,dbus,ca-certificates,iproute2,procps
+
+build_with_dockerfile() {
+  local distro=$1
+  log "$distro: trying a Dockerfile build from ${BASE[$distro]}"
+  timeout 120 docker pull -q "${BASE[$distro]}" >/dev/null 2>&1 || return 1
+  docker build -q --build-arg "BASE=${BASE[$distro]}" -t "streamcloud/$distro" "$here/images" >/dev/null
+}
+
+build_with_debootstrap() {
+  local distro=$1 suite=${SUITE[$distro]:-} root m
+  [ -n "$suite" ] || die "$distro: no registry reachable and debootstrap only builds Debian; use debian12 or debian13"
+  need_cmd debootstrap "apt-get install debootstrap"
+  m=$(debian_mirror)
+  root=$(mktemp -d "/var/tmp/streamcloud-$distro.XXXXXX")
+  log "$distro: debootstrap $suite from $m (about 80 s)"
+  # apt-cacher-ng on this machine, when it runs, keeps repeated builds off the network.
+  local proxy=
+  if (exec 3<>/dev/tcp/127.0.0.1/3142) 2>/dev/null; then proxy=http://127.0.0.1:3142; fi
+  http_proxy=$proxy debootstrap --variant=minbase --include="$PACKAGES" "$suite" "$root" "$m" \
+    >"$root.log" 2>&1 || { tail -n 20 "$root.log" >&2; die "$distro: debootstrap failed (log: $root.log)"; }
+  rm -f "$root.log"
+  cat >"$root/etc/apt/sources.list" <<EOF
+deb $m $suite main
+deb $m $suite-updates main
+deb ${m%/debian*}/debian-security $suite-security main
+EOF
+  cp "$here/images/customize.sh" "$root/tmp/customize.sh"
+  chroot "$root" sh /tmp/customize.sh
+  log "$distro: importing the root file system"
+  tar -C "$root" -c . | docker import \
+    -c 'ENV container=docker' -c 'CMD ["/lib/systemd/systemd"]' \
+    - "streamcloud/$distro" >/dev/null
+  rm -rf "$root"
+}
+
+main() {
+  local distros=("$@") started
+  [ ${#distros[@]} -gt 0 ] || distros=("${MOLECULE_DISTRO:-debian12}")
+  ensure_docker
+  for distro in "${distros[@]}"; do
+    [ -n "${BASE[$distro]:-}" ] || die "unknown distro '$distro': choose debian12, debian13 or ubuntu2404"
+    if [ -z "${FORCE:-}" ] && docker image inspect "streamcloud/$distro" >/dev/null 2>&1; then
+      log "$distro: image streamcloud/$distro is present"
+      continue
+    fi
+    started=$(date +%s)
+    build_with_dockerfile "$distro" || build_with_debootstrap "$distro"
+    log "$distro: image streamcloud/$distro built in $(( $(date +%s) - started )) s"
+  done
+}
+
+main "$@"
