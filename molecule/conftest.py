@@ -49,7 +49,7 @@ def ssh(address: str, user: str, command: str = "true", key: Path | None = None,
         argv += ["-i", str(key), "-o", "IdentitiesOnly=yes"]
     argv += options or []
     argv += [f"{user}@{address}", command]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def run_playbook(playbook: str | Path, extra_vars: dict | None = None,
@@ -62,7 +62,7 @@ def run_playbook(playbook: str | Path, extra_vars: dict | None = None,
     if check:
         argv.append("--check")
     env = dict(os.environ, ANSIBLE_FORCE_COLOR="false", ANSIBLE_NOCOLOR="true")
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, check=False)
 
 
 @pytest.fixture(scope="session")

@@ -21,9 +21,10 @@ build_with_dockerfile() {
 }
 
 build_with_debootstrap() {
-  local distro=$1 suite=${SUITE[$distro]:-} root m
+  local distro=$1 suite root m
+  suite=${SUITE[$distro]:-}
   [ -n "$suite" ] || die "$distro: no registry reachable and debootstrap only builds Debian; use debian12 or debian13"
-  need_cmd debootstrap "apt-get install debootstrap"
+  command -v debootstrap >/dev/null 2>&1 || apt_install debootstrap
   m=$(debian_mirror)
   root=$(mktemp -d "/var/tmp/streamcloud-$distro.XXXXXX")
   log "$distro: debootstrap $suite from $m (about 80 s)"

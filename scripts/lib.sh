@@ -23,8 +23,8 @@ apt_install() {
   [ ${#missing[@]} -eq 0 ] && return 0
   is_root_debian || die "packages missing: ${missing[*]}; install them (apt-get install ${missing[*]})"
   log "installing ${missing[*]}"
-  if [ -z "${__apt_updated:-}" ]; then apt-get update -qq; __apt_updated=1; fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if [ -z "${__apt_updated:-}" ]; then apt-get -o DPkg::Lock::Timeout=600 update -qq; __apt_updated=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
 ensure_docker() {
@@ -39,8 +39,8 @@ ensure_docker() {
   log "starting dockerd"
   mkdir -p /var/log/streamcloud
   nohup dockerd >/var/log/streamcloud/dockerd.log 2>&1 &
-  local i
-  for i in $(seq 1 60); do
+  local _
+  for _ in $(seq 1 60); do
     docker info >/dev/null 2>&1 && { log "dockerd is up"; return 0; }
     sleep 1
   done
@@ -58,10 +58,11 @@ ensure_apt_cache() {
   # apt uses, so the cache reaches the archive wherever the host does.
   printf '%s/\n' "$(debian_mirror)" >/etc/apt-cacher-ng/backends_debian
   log "starting apt-cacher-ng"
-  mkdir -p /var/run/apt-cacher-ng && chown apt-cacher-ng: /var/run/apt-cacher-ng 2>/dev/null || true
+  mkdir -p /var/run/apt-cacher-ng
+  chown apt-cacher-ng: /var/run/apt-cacher-ng 2>/dev/null || true
   if [ -x /etc/init.d/apt-cacher-ng ]; then /etc/init.d/apt-cacher-ng start >/dev/null 2>&1 || true; fi
-  local i
-  for i in $(seq 1 10); do
+  local _
+  for _ in $(seq 1 10); do
     (exec 3<>/dev/tcp/127.0.0.1/3142) 2>/dev/null && return 0
     sleep 1
   done

@@ -71,7 +71,7 @@ def test_weak_cipher_is_not_offered(address, keys_dir, ssh_client):
 def test_sshd_effective_configuration(host):
     effective = {}
     for line in host.check_output("sshd -T").splitlines():
-        key, _, value = line.partition(" ")
+        key, _sep, value = line.partition(" ")
         effective.setdefault(key, value)
     assert effective["permitrootlogin"] == "no"
     assert effective["passwordauthentication"] == "no"
