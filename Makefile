@@ -12,6 +12,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 DISTROS ?= debian12 debian13
 # Scenarios (default: every molecule/*/molecule.yml).
 SCENARIOS ?= $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
+LAB_DISTRO ?= debian12
 COLLECTION_LINK := .build/collections/ansible_collections/streamcloud/platform
 STAGE := scripts/stage.sh
 
@@ -56,11 +57,12 @@ test: lint sanity unit molecule ## Everything CI runs
 build: venv ## Collection tarball (without tests, venvs or caches)
 	@ansible-galaxy collection build --force --output-path .build/dist .
 
-lab: setup ## The platform in local Docker containers (no AWS)
-	@$(STAGE) lab ansible-playbook -i inventories/lab playbooks/lab.yml
+lab: venv docker ## The platform in local Docker containers (no AWS); LAB_DISTRO=debian13 for the other image
+	@$(STAGE) images scripts/build-images.sh $(LAB_DISTRO)
+	@$(STAGE) lab env LAB_DISTRO=$(LAB_DISTRO) ansible-playbook -i inventories/lab playbooks/lab.yml
 
-lab-down: venv ## Remove the lab containers
-	@ansible-playbook -i inventories/lab playbooks/lab.yml -e lab_state=absent
+lab-down: venv ## Remove the lab containers and network
+	@ansible-playbook -i inventories/lab playbooks/lab.yml -e lab_state=absent --limit localhost
 
 clean: ## Remove the virtualenv and build outputs (images and containers stay)
 	rm -rf $(VENV) .build .cache .pytest_cache .ruff_cache
