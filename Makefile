@@ -62,7 +62,7 @@ lab: venv docker ## The platform in local Docker containers (no AWS); LAB_DISTRO
 	@$(STAGE) lab env LAB_DISTRO=$(LAB_DISTRO) ansible-playbook -i inventories/lab playbooks/lab.yml
 
 lab-down: venv ## Remove the lab containers and network
-	@ansible-playbook -i inventories/lab playbooks/lab.yml -e lab_state=absent --limit localhost
+	@ansible-playbook -i inventories/lab playbooks/lab_down.yml
 
 clean: ## Remove the virtualenv and build outputs (images and containers stay)
 	rm -rf $(VENV) .build .cache .pytest_cache .ruff_cache
