@@ -1,0 +1,208 @@
+# Copyright: streamcloud platform engineers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Command line of the cron job (/usr/local/sbin/streamcloud-backup): the modules' functions.
+
+  streamcloud-backup run [--config FILE]      dumps, archive, ship, status file, one JSON log line
+  streamcloud-backup rotate --path DIR ...    retention on the backup host
+  streamcloud-backup restore --archive F ...  verify and restore one archive
+  streamcloud-backup dump-postgres DIR        the built-in PostgreSQL dump
+
+``run`` holds a lock so that two runs never overlap: the second waits up to ``lock_wait`` seconds,
+then exits 0 with status ``skipped``. Any failure: status ``failed``, a clear message, exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import random
+import socket
+import sys
+import time
+
+from ansible_collections.streamcloud.platform.plugins.module_utils import (
+    backup_archive,
+    backup_restore,
+    backup_rotate,
+    backup_transfer,
+)
+from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common import (
+    BackupError,
+    atomic_write_text,
+    json_line,
+    utcnow,
+)
+
+DEFAULTS = {
+    "source": None,
+    "paths": [],
+    "excludes": [],
+    "outbox": "/var/backups/streamcloud/outbox",
+    "compression": "gzip",
+    "compression_level": None,
+    "threads": None,
+    "db_dump_command": "auto",
+    "dump_dir": "/var/backups/streamcloud/db",
+    "backup_host": None,
+    "backup_port": 22,
+    "backup_user": None,
+    "identity_file": "/etc/streamcloud-backup/id_ed25519",
+    "known_hosts_file": "/etc/streamcloud-backup/known_hosts",
+    "strict_host_key_checking": "yes",
+    "connect_timeout": 10,
+    "keep_local": 0,
+    "status_file": "/var/lib/streamcloud-backup/status.json",
+    "log_file": "/var/log/streamcloud-backup.log",
+    "lock_file": "/run/lock/streamcloud-backup.lock",
+    "lock_wait": 0,
+    "splay": 0,
+}
+
+
+def load_config(path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise BackupError(f"cannot read the configuration {path}: {exc}") from exc
+    unknown = sorted(set(data) - set(DEFAULTS))
+    if unknown:
+        raise BackupError(f"{path}: unknown setting(s) {', '.join(unknown)}")
+    config = dict(DEFAULTS, **data)
+    for key in ("backup_host", "backup_user"):
+        if not config[key]:
+            raise BackupError(f"{path}: {key} is not set")
+    if not config["source"]:
+        config["source"] = socket.gethostname().split(".")[0]
+    return config
+
+
+def acquire_lock(path, wait):
+    handle = open(path, "a")  # noqa: SIM115 - held for the whole run, released at exit
+    deadline = time.monotonic() + max(0, wait)
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return handle
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                handle.close()
+                return None
+            time.sleep(1)
+
+
+def archive_step(config):
+    dump = backup_archive.resolve_dump_command(config["db_dump_command"])
+    return backup_archive.create_archive(
+        paths=config["paths"], dest=config["outbox"], source=config["source"],
+        compression=config["compression"], compression_level=config["compression_level"],
+        threads=config["threads"], excludes=config["excludes"], db_dump_command=dump,
+        dump_dir=config["dump_dir"],
+    )
+
+
+def ship_step(config):
+    remote = backup_transfer.Remote(
+        host=config["backup_host"], user=config["backup_user"], identity_file=config["identity_file"],
+        port=config["backup_port"], known_hosts_file=config["known_hosts_file"],
+        strict_host_key_checking=config["strict_host_key_checking"], connect_timeout=config["connect_timeout"],
+    )
+    return backup_transfer.ship(config["outbox"], remote, keep_local=config["keep_local"])
+
+
+def run(config, out=sys.stdout):
+    started = utcnow()
+    status = {"event": "streamcloud-backup", "source": config["source"], "started": started.isoformat()}
+    if config["splay"]:
+        time.sleep(random.uniform(0, config["splay"]))  # noqa: S311 - spreading cron runs, not security
+    lock = acquire_lock(config["lock_file"], config["lock_wait"])
+    if lock is None:
+        status.update(status="skipped", message=f"another run holds {config['lock_file']}; this one exits")
+        _report(config, status, out, write_status=False)
+        return 0
+    code = 0
+    try:
+        made = archive_step(config)
+        status.update(archive=made["name"], sha256=made["sha256"], size=made["size"], files=made["files"],
+                      databases=made["databases"])
+        shipped = ship_step(config)
+        status.update(transferred=[t["name"] for t in shipped["transferred"]], pending=shipped["pending"],
+                      deleted_local=shipped["deleted_local"], kept_local=shipped["kept_local"])
+        if shipped["failed"]:
+            code = 1
+            status.update(status="failed", error="; ".join(f"{f['name']}: {f['error']}" for f in shipped["failed"])
+                          + f"; {len(shipped['pending'])} archive(s) kept in {config['outbox']} for the next run")
+        else:
+            status["status"] = "ok"
+    except BackupError as exc:
+        code = 1
+        status.update(status="failed", error=str(exc))
+    finally:
+        status["finished"] = utcnow().isoformat()
+        status["duration_s"] = round((utcnow() - started).total_seconds(), 3)
+        _report(config, status, out)
+        lock.close()
+    return code
+
+
+def _report(config, status, out, write_status=True):
+    line = json_line(**status)
+    out.write(line + "\n")
+    out.flush()
+    if status.get("status") == "failed":
+        sys.stderr.write(f"streamcloud-backup: FAILED: {status.get('error')}\n")
+    try:
+        os.makedirs(os.path.dirname(config["log_file"]), exist_ok=True)
+        with open(config["log_file"], "a", encoding="utf-8") as log:
+            log.write(line + "\n")
+        if write_status:
+            os.makedirs(os.path.dirname(config["status_file"]), exist_ok=True)
+            atomic_write_text(config["status_file"], json.dumps(status, sort_keys=True, indent=1) + "\n")
+    except OSError as exc:
+        sys.stderr.write(f"streamcloud-backup: cannot write the log or status file: {exc}\n")
+
+
+def parser():
+    top = argparse.ArgumentParser(prog="streamcloud-backup", description=__doc__.split("\n")[0])
+    sub = top.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="dumps, archive, ship")
+    r.add_argument("--config", default="/etc/streamcloud-backup/config.json")
+    rot = sub.add_parser("rotate", help="retention on the backup host")
+    rot.add_argument("--path", required=True)
+    rot.add_argument("--recurse", action="store_true")
+    rot.add_argument("--check", action="store_true", help="list what would be deleted")
+    rot.add_argument("--no-verify-newest", action="store_true")
+    for rule in backup_rotate.RULES:
+        rot.add_argument("--" + rule.replace("_", "-"), type=int, default=0)
+    res = sub.add_parser("restore", help="verify and restore one archive")
+    res.add_argument("--archive", required=True)
+    res.add_argument("--sha256")
+    res.add_argument("--target", default="/")
+    res.add_argument("--dry-run", action="store_true")
+    res.add_argument("--no-databases", action="store_true")
+    dump = sub.add_parser("dump-postgres", help="built-in PostgreSQL dump into a directory")
+    dump.add_argument("directory")
+    return top
+
+
+def main(argv=None, out=sys.stdout):
+    args = parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return run(load_config(args.config), out)
+        if args.command == "rotate":
+            policy = {rule: getattr(args, rule) for rule in backup_rotate.RULES}
+            result = backup_rotate.rotate(args.path, policy, recurse=args.recurse,
+                                          verify_newest=not args.no_verify_newest, check_mode=args.check)
+        elif args.command == "restore":
+            result = backup_restore.restore(args.archive, sha256=args.sha256, target=args.target,
+                                            dry_run=args.dry_run, databases=not args.no_databases)
+        else:
+            result = {"databases": backup_archive.dump_postgresql(args.directory)}
+    except BackupError as exc:
+        sys.stderr.write(f"streamcloud-backup {args.command}: {exc}\n")
+        return 1
+    out.write(json.dumps(result, sort_keys=True) + "\n")
+    return 0

@@ -1,0 +1,150 @@
+# Copyright: streamcloud platform engineers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Shared pieces of the backup pipeline: names, checksums, atomic files, compressors.
+
+No Ansible import here (nor in the other backup_* module_utils): the backup role installs these
+files on every host and its cron entry point imports them, so the modules and the cron job run
+the same code.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import re
+import shutil
+
+CHUNK = 1024 * 1024
+
+# <source>-<UTC timestamp>.tar.<ext>; the timestamp is what rotation sorts and buckets by.
+ARCHIVE_RE = re.compile(r"^(?P<source>[A-Za-z0-9][A-Za-z0-9._-]{0,62})-(?P<stamp>\d{8}T\d{6}Z)\.tar\.(?P<ext>gz|zst)$")
+SOURCE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
+MANIFEST_NAME = ".streamcloud-backup-manifest.json"
+
+# name -> (archive extension, compress argv, test argv, decompress argv)
+COMPRESSORS = {
+    "gzip": ("gz", ["gzip", "-c"], ["gzip", "-t"], ["gzip", "-dc"]),
+    "pigz": ("gz", ["pigz", "-c"], ["gzip", "-t"], ["gzip", "-dc"]),
+    "zstd": ("zst", ["zstd", "-q", "-c", "-T0"], ["zstd", "-q", "-t"], ["zstd", "-q", "-dc"]),
+}
+LEVELS = {"gzip": (1, 9), "pigz": (1, 9), "zstd": (1, 19)}
+
+
+class BackupError(Exception):
+    """A failure with a message meant for the operator: what failed and what to do."""
+
+
+def utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def archive_name(source: str, when: datetime.datetime, compression: str) -> str:
+    if not SOURCE_RE.match(source or ""):
+        raise BackupError(
+            f"source {source!r} is not a valid name: use letters, digits, '.', '_' or '-' (at most 63, "
+            "starting with a letter or digit)"
+        )
+    if compression not in COMPRESSORS:
+        raise BackupError(f"compression {compression!r} is unknown: choose one of {', '.join(sorted(COMPRESSORS))}")
+    stamp = when.astimezone(datetime.timezone.utc).strftime(STAMP_FORMAT)
+    return f"{source}-{stamp}.tar.{COMPRESSORS[compression][0]}"
+
+
+def parse_archive_name(name: str):
+    """(source, datetime) for a valid archive name, None otherwise."""
+    match = ARCHIVE_RE.match(name)
+    if not match:
+        return None
+    when = datetime.datetime.strptime(match.group("stamp"), STAMP_FORMAT).replace(tzinfo=datetime.timezone.utc)
+    return match.group("source"), when
+
+
+def decompressor_for(name: str) -> list:
+    if name.endswith(".tar.zst"):
+        return list(COMPRESSORS["zstd"][3])
+    if name.endswith(".tar.gz"):
+        return list(COMPRESSORS["gzip"][3])
+    raise BackupError(f"{name}: not a .tar.gz or .tar.zst archive")
+
+
+def compressor_argv(compression: str, level, threads=None) -> tuple:
+    """(compress argv, test argv) for a compressor, checking that it is installed and the level fits."""
+    if compression not in COMPRESSORS:
+        raise BackupError(f"compression {compression!r} is unknown: choose one of {', '.join(sorted(COMPRESSORS))}")
+    _, compress, test, _ = COMPRESSORS[compression]
+    compress = list(compress)
+    if level is not None:
+        low, high = LEVELS[compression]
+        if not isinstance(level, int) or isinstance(level, bool) or not low <= level <= high:
+            raise BackupError(f"compression_level {level!r} is out of range for {compression}: use {low} to {high}")
+        compress.append(f"-{level}")
+    if compression == "pigz" and threads:
+        compress += ["-p", str(int(threads))]
+    for program in {compress[0], test[0]}:
+        if shutil.which(program) is None:
+            raise BackupError(
+                f"compression {compression!r} needs the program {program!r}, which is not installed on this host: "
+                "install it or choose another compression"
+            )
+    return compress, list(test)
+
+
+def sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while True:
+            block = handle.read(CHUNK)
+            if not block:
+                break
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sidecar_path(archive: str) -> str:
+    return archive + ".sha256"
+
+
+def write_sidecar(archive: str, sha256: str) -> None:
+    """The archive's checksum in sha256sum format, written atomically next to it."""
+    atomic_write_text(sidecar_path(archive), f"{sha256}  {os.path.basename(archive)}\n", mode=0o600)
+
+
+def read_sidecar(archive: str):
+    """The checksum recorded for an archive, or None when there is no sidecar."""
+    try:
+        with open(sidecar_path(archive), encoding="ascii") as handle:
+            value = handle.read().split()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BackupError(f"{sidecar_path(archive)}: cannot read the checksum file: {exc}") from exc
+    if not value or not SHA256_RE.match(value[0]):
+        raise BackupError(f"{sidecar_path(archive)}: not a SHA-256 checksum file")
+    return value[0]
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: str, text: str, mode: int = 0o644) -> None:
+    part = path + ".part"
+    with open(part, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.chmod(part, mode)
+    os.replace(part, path)
+    fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+def json_line(**fields) -> str:
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"))

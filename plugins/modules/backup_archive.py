@@ -1,0 +1,164 @@
+#!/usr/bin/python
+# Copyright: streamcloud platform engineers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: backup_archive
+short_description: Archive paths (and database dumps) into one tested, checksummed archive
+version_added: "0.1.0"
+description:
+  - Runs the database dump command first (when set), then writes one tar archive of O(paths) and the dumps,
+    compressed with gzip (default), pigz or zstd, into O(dest).
+  - The archive holds a manifest with the SHA-256 of every file. It is written to C(<name>.part), tested by the
+    compressor's own integrity test, hashed again from disk, and only then renamed to its final name with a
+    C(<name>.sha256) sidecar. A failed step leaves no archive behind.
+  - The same code runs from cron as C(/usr/local/sbin/streamcloud-backup run), installed by the backup role.
+author: streamcloud platform engineers
+attributes:
+  check_mode:
+    support: full
+    details: Reports the archive that would be made and how many files it would hold; writes nothing.
+  diff_mode:
+    support: none
+options:
+  paths:
+    description: Absolute paths to archive (directories are walked, symlinks are kept as links).
+    type: list
+    elements: path
+    required: true
+  dest:
+    description: Directory (the outbox) the archive is written to; created with mode 0700 when missing.
+    type: path
+    required: true
+  source:
+    description: Name of the source host in the archive name C(<source>-<YYYYmmddTHHMMSSZ>.tar.gz).
+    type: str
+    required: true
+  compression:
+    description: Compressor. C(pigz) and C(zstd) must be installed.
+    type: str
+    choices: [gzip, pigz, zstd]
+    default: gzip
+  compression_level:
+    description: Compression level (1-9 for gzip and pigz, 1-19 for zstd); the compressor's default when unset.
+    type: int
+  threads:
+    description: Threads for pigz (zstd uses every core).
+    type: int
+  excludes:
+    description: Shell patterns matched against the full path and the base name of every entry.
+    type: list
+    elements: str
+    default: []
+  db_dump_command:
+    description:
+      - Database dumps made before the archive and included in it.
+      - C(none) (default) makes none; C(auto) uses C(/usr/local/sbin/streamcloud-pg-dump) when installed, else the
+        built-in PostgreSQL dump when PostgreSQL is installed; anything else is a command line, called with
+        O(dump_dir) as its last argument, that writes the dumps there and exits 0.
+    type: str
+    default: none
+  dump_dir:
+    description: Directory emptied and filled by the dump command, archived with the paths.
+    type: path
+    default: /var/backups/streamcloud/db
+"""
+
+EXAMPLES = r"""
+- name: Archive /etc and /srv with the database dumps
+  streamcloud.platform.backup_archive:
+    paths: [/etc, /srv/media]
+    excludes: ["*.tmp", /srv/media/cache]
+    dest: /var/backups/streamcloud/outbox
+    source: "{{ inventory_hostname_short }}"
+    db_dump_command: auto
+
+- name: Faster archive with zstd
+  streamcloud.platform.backup_archive:
+    paths: [/var/log]
+    dest: /var/backups/streamcloud/outbox
+    source: web1
+    compression: zstd
+    compression_level: 3
+"""
+
+RETURN = r"""
+archive:
+  description: Path of the archive (the one that would be made, in check mode).
+  returned: always
+  type: str
+  sample: /var/backups/streamcloud/outbox/web1-20261127T020000Z.tar.gz
+name:
+  description: File name of the archive.
+  returned: always
+  type: str
+sha256:
+  description: SHA-256 of the archive, also in C(<archive>.sha256).
+  returned: when not in check mode
+  type: str
+size:
+  description: Size of the archive in bytes.
+  returned: when not in check mode
+  type: int
+files:
+  description: Number of regular files in the archive.
+  returned: always
+  type: int
+databases:
+  description: Dump files made by the dump command.
+  returned: always
+  type: list
+  elements: str
+skipped:
+  description: Entries that are neither files, directories nor symlinks (sockets, devices), not archived.
+  returned: always
+  type: list
+  elements: str
+changed_while_reading:
+  description: Files that shrank while being read (their tail is zero-filled in the archive).
+  returned: when not in check mode
+  type: list
+  elements: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402 - Ansible module layout: imports after the docs
+from ansible_collections.streamcloud.platform.plugins.module_utils.backup_archive import (  # noqa: E402 - Ansible module layout: imports after the docs
+    create_archive,
+    resolve_dump_command,
+)
+from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common import BackupError  # noqa: E402 - Ansible module layout: imports after the docs
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "paths": {"type": "list", "elements": "path", "required": True},
+            "dest": {"type": "path", "required": True},
+            "source": {"type": "str", "required": True},
+            "compression": {"type": "str", "choices": ["gzip", "pigz", "zstd"], "default": "gzip"},
+            "compression_level": {"type": "int"},
+            "threads": {"type": "int"},
+            "excludes": {"type": "list", "elements": "str", "default": []},
+            "db_dump_command": {"type": "str", "default": "none"},
+            "dump_dir": {"type": "path", "default": "/var/backups/streamcloud/db"},
+        },
+        supports_check_mode=True,
+    )
+    p = module.params
+    try:
+        result = create_archive(
+            paths=p["paths"], dest=p["dest"], source=p["source"], compression=p["compression"],
+            compression_level=p["compression_level"], threads=p["threads"], excludes=p["excludes"],
+            db_dump_command=resolve_dump_command(p["db_dump_command"]), dump_dir=p["dump_dir"],
+            check_mode=module.check_mode,
+        )
+    except BackupError as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

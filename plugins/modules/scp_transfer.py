@@ -1,0 +1,153 @@
+#!/usr/bin/python
+# Copyright: streamcloud platform engineers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: scp_transfer
+short_description: Ship archives to the backup host over SSH, verified there before the local copy goes
+version_added: "0.1.0"
+description:
+  - Sends every finished archive of an outbox (or one archive) to the central backup host over SSH with a
+    dedicated key. The far side stores it under a temporary name, hashes what it stored, and publishes it only
+    when the SHA-256 matches the one recorded when the archive was made.
+  - Only then is the archive marked as shipped; shipped archives beyond the newest O(keep_local) are deleted.
+    An archive that was not verified on the far side is never deleted and is shipped on the next run, so a run
+    while the backup host was unreachable is resumed by the next one.
+  - The far side is the receiver installed by the backup role as the receiving account's login shell (no
+    shell, no access to other hosts' archives); see the role's README for why this is SSH rather than the scp
+    protocol.
+author: streamcloud platform engineers
+attributes:
+  check_mode:
+    support: full
+    details: Lists what would be sent and deleted; makes no connection.
+  diff_mode:
+    support: none
+options:
+  path:
+    description: The outbox directory (every unshipped archive is sent, oldest first) or one archive in it.
+    type: path
+    required: true
+  host:
+    description: Backup host name or address.
+    type: str
+    required: true
+  port:
+    description: SSH port of the backup host.
+    type: int
+    default: 22
+  user:
+    description: Receiving account on the backup host (one per source host).
+    type: str
+    required: true
+  identity_file:
+    description: Private key of the dedicated backup key pair.
+    type: path
+    required: true
+  known_hosts_file:
+    description: known_hosts file holding the backup host's key.
+    type: path
+  strict_host_key_checking:
+    description: SSH StrictHostKeyChecking.
+    type: str
+    choices: ["yes", "accept-new", "no"]
+    default: "yes"
+  connect_timeout:
+    description: Seconds to wait for the backup host to answer.
+    type: int
+    default: 10
+  keep_local:
+    description: Shipped archives kept in the outbox (the newest ones); 0 deletes each one once it is verified.
+    type: int
+    default: 0
+"""
+
+EXAMPLES = r"""
+- name: Ship the outbox, keep the last local copy
+  streamcloud.platform.scp_transfer:
+    path: /var/backups/streamcloud/outbox
+    host: backup.internal
+    user: bk-web1
+    identity_file: /etc/streamcloud-backup/id_ed25519
+    known_hosts_file: /etc/streamcloud-backup/known_hosts
+    keep_local: 1
+"""
+
+RETURN = r"""
+transferred:
+  description: Archives published on the backup host by this run (C(already) when it was there from an
+    interrupted run).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"name": "web1-20261127T020000Z.tar.gz", "sha256": "0f3c...", "size": 1048576, "already": false}]
+failed:
+  description: Archives that could not be shipped, with the reason; they stay in the outbox.
+  returned: always
+  type: list
+  elements: dict
+pending:
+  description: Archives still to be shipped (in check mode, the ones that would be sent).
+  returned: always
+  type: list
+  elements: str
+deleted_local:
+  description: Local archives deleted (would be, in check mode) because their copy was verified.
+  returned: always
+  type: list
+  elements: str
+kept_local:
+  description: Archives left in the outbox.
+  returned: always
+  type: list
+  elements: str
+"""
+
+import os  # noqa: E402 - Ansible module layout: imports after the docs
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402 - Ansible module layout: imports after the docs
+from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common import BackupError  # noqa: E402 - Ansible module layout: imports after the docs
+from ansible_collections.streamcloud.platform.plugins.module_utils.backup_transfer import Remote, ship  # noqa: E402 - Ansible module layout: imports after the docs
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "path": {"type": "path", "required": True},
+            "host": {"type": "str", "required": True},
+            "port": {"type": "int", "default": 22},
+            "user": {"type": "str", "required": True},
+            "identity_file": {"type": "path", "required": True},
+            "known_hosts_file": {"type": "path"},
+            "strict_host_key_checking": {"type": "str", "choices": ["yes", "accept-new", "no"], "default": "yes"},
+            "connect_timeout": {"type": "int", "default": 10},
+            "keep_local": {"type": "int", "default": 0},
+        },
+        supports_check_mode=True,
+    )
+    p = module.params
+    outbox, only = p["path"], None
+    if os.path.isfile(outbox):
+        outbox, only = os.path.dirname(outbox), os.path.basename(outbox)
+    try:
+        remote = Remote(host=p["host"], user=p["user"], identity_file=p["identity_file"], port=p["port"],
+                        known_hosts_file=p["known_hosts_file"],
+                        strict_host_key_checking=p["strict_host_key_checking"],
+                        connect_timeout=p["connect_timeout"])
+        result = ship(outbox, remote, keep_local=p["keep_local"], check_mode=module.check_mode, only=only)
+    except BackupError as exc:
+        module.fail_json(msg=str(exc))
+    if result["failed"]:
+        module.fail_json(
+            msg="; ".join(f"{f['name']}: {f['error']}" for f in result["failed"])
+            + f"; {len(result['pending'])} archive(s) kept in {outbox} for the next run",
+            **result,
+        )
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""Shared fixtures for the unit tests: the collection on sys.path, a module runner, a local transport.
+
+The collection is imported as ``ansible_collections.streamcloud.platform`` through
+.build/collections (made by ``make venv``; made here when missing).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+COLLECTIONS = REPO / ".build" / "collections"
+LINK = COLLECTIONS / "ansible_collections" / "streamcloud" / "platform"
+if not LINK.exists():
+    LINK.parent.mkdir(parents=True, exist_ok=True)
+    LINK.symlink_to(Path("../../../.."))
+if str(COLLECTIONS) not in sys.path:
+    sys.path.insert(0, str(COLLECTIONS))
+
+
+@pytest.fixture
+def run_module(capsys):
+    """run_module(module, args, check_mode=False) -> (result dict, failed?) for an AnsibleModule main()."""
+    from ansible.module_utils.testing import patch_module_args
+
+    def run(module, args, check_mode=False):
+        if check_mode:
+            args = dict(args, _ansible_check_mode=True)
+        with patch_module_args(args), pytest.raises(SystemExit):
+            module.main()
+        result = json.loads(capsys.readouterr().out)
+        return result, bool(result.get("failed"))
+
+    return run
+
+
+LOCAL_SSH = """#!{python}
+# Stands in for ssh in unit tests: runs the real receiver as if sshd had started it as the
+# login shell of account <user>, whose home is $BACKUP_TEST_ROOT/<user>. BACKUP_TEST_DOWN=1
+# behaves like an unreachable host (ssh exit 255).
+import os, sys
+sys.path.insert(0, {collections!r})
+if os.environ.get("BACKUP_TEST_DOWN"):
+    sys.stderr.write("ssh: connect to host backup port 22: Connection refused\\n")
+    sys.exit(255)
+user = sys.argv[-2].split("@")[0]
+from ansible_collections.streamcloud.platform.plugins.module_utils.backup_receiver import main
+sys.exit(main(["-c", sys.argv[-1]], base=os.path.join(os.environ["BACKUP_TEST_ROOT"], user)))
+"""
+
+
+@pytest.fixture
+def local_ssh(tmp_path, monkeypatch):
+    """A local transport to a real receiver: returns (ssh program path, receiving root)."""
+    root = tmp_path / "backup-host"
+    root.mkdir()
+    program = tmp_path / "local-ssh"
+    program.write_text(LOCAL_SSH.format(python=sys.executable, collections=str(COLLECTIONS)))
+    program.chmod(program.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("BACKUP_TEST_ROOT", str(root))
+    monkeypatch.delenv("BACKUP_TEST_DOWN", raising=False)
+    return str(program), root
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """A small tree of known files: text, binary, a symlink, an empty dir, an excluded file."""
+    top = tmp_path / "data"
+    (top / "etc").mkdir(parents=True)
+    (top / "etc" / "app.conf").write_text("listen 8080\n")
+    (top / "media").mkdir()
+    (top / "media" / "clip.bin").write_bytes(os.urandom(300_000))
+    (top / "media" / "skip.tmp").write_text("scratch")
+    (top / "empty").mkdir()
+    (top / "link").symlink_to("etc/app.conf")
+    return top

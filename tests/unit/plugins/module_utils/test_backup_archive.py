@@ -1,0 +1,224 @@
+"""backup_archive: real files, real tar/gzip/pigz/zstd, the archive checked with GNU tar."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+
+import pytest
+from ansible_collections.streamcloud.platform.plugins.module_utils import backup_archive as ba
+from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common import (
+    MANIFEST_NAME,
+    BackupError,
+    read_sidecar,
+    sha256_file,
+)
+
+WHEN = datetime.datetime(2026, 11, 27, 2, 0, 0, tzinfo=datetime.timezone.utc)
+
+
+def members(archive):
+    decompress = "zstd" if archive.endswith(".zst") else "gzip"
+    out = subprocess.run(f"{decompress} -dc {archive} | tar -t", shell=True, check=True,  # noqa: S602 - test
+                         capture_output=True, text=True).stdout
+    return {m.rstrip("/") for m in out.split()}
+
+
+def manifest_of(archive):
+    decompress = "zstd" if archive.endswith(".zst") else "gzip"
+    raw = subprocess.run(f"{decompress} -dc {archive} | tar -xO {MANIFEST_NAME}", shell=True,  # noqa: S602 - test
+                         check=True, capture_output=True).stdout
+    return json.loads(raw)
+
+
+COMPRESSIONS = [
+    pytest.param("gzip", None, ".tar.gz", id="gzip-default"),
+    pytest.param("gzip", 1, ".tar.gz", id="gzip-1"),
+    pytest.param("pigz", 6, ".tar.gz", id="pigz-6",
+                 marks=pytest.mark.skipif(not shutil.which("pigz"), reason="pigz not installed")),
+    pytest.param("zstd", 3, ".tar.zst", id="zstd-3"),
+    pytest.param("zstd", None, ".tar.zst", id="zstd-default"),
+]
+
+
+@pytest.mark.parametrize(("compression", "level", "suffix"), COMPRESSIONS)
+def test_archive_holds_every_file_with_its_checksum(tree, tmp_path, compression, level, suffix):
+    out = tmp_path / "outbox"
+    result = ba.create_archive([str(tree)], str(out), "web1", compression=compression, compression_level=level,
+                               excludes=["*.tmp"], now=WHEN)
+    archive = result["archive"]
+    assert archive == str(out / f"web1-20261127T020000Z{suffix}")
+    assert sorted(os.listdir(out)) == sorted([os.path.basename(archive), os.path.basename(archive) + ".sha256"])
+    assert read_sidecar(archive) == sha256_file(archive) == result["sha256"]
+    assert result["size"] == os.path.getsize(archive)
+    names = members(archive)
+    rel = str(tree).lstrip("/")
+    assert {f"{rel}/etc/app.conf", f"{rel}/media/clip.bin", f"{rel}/link", f"{rel}/empty", MANIFEST_NAME} <= names
+    assert f"{rel}/media/skip.tmp" not in names
+    manifest = manifest_of(archive)
+    clip = (tree / "media" / "clip.bin").read_bytes()
+    assert manifest["files"][f"{rel}/media/clip.bin"] == {"sha256": hashlib.sha256(clip).hexdigest(),
+                                                         "size": len(clip)}
+    assert manifest["source"] == "web1"
+    assert result["files"] == 2
+
+
+def test_symlink_and_modes_are_kept(tree, tmp_path):
+    (tree / "etc" / "app.conf").chmod(0o640)
+    result = ba.create_archive([str(tree)], str(tmp_path / "o"), "h", now=WHEN)
+    rel = str(tree).lstrip("/")
+    with tarfile.open(result["archive"]) as tar:
+        assert tar.getmember(f"{rel}/link").issym()
+        assert tar.getmember(f"{rel}/link").linkname == "etc/app.conf"
+        assert tar.getmember(f"{rel}/etc/app.conf").mode & 0o777 == 0o640
+
+
+@pytest.mark.parametrize(("pattern", "gone"), [
+    ("*.bin", "media/clip.bin"),
+    ("media", "media/clip.bin"),
+    ("*/etc/app.conf", "etc/app.conf"),
+    ("link", "link"),
+])
+def test_excludes_match_base_name_or_full_path(tree, tmp_path, pattern, gone):
+    result = ba.create_archive([str(tree)], str(tmp_path / "o"), "h", excludes=[pattern], now=WHEN)
+    assert f"{str(tree).lstrip('/')}/{gone}" not in members(result["archive"])
+
+
+def test_outbox_inside_archived_path_is_not_archived(tree):
+    outbox = tree / "outbox"
+    result = ba.create_archive([str(tree)], str(outbox), "h", now=WHEN)
+    rel = str(tree).lstrip("/")
+    assert not any(m.startswith(f"{rel}/outbox") for m in members(result["archive"]))
+    assert f"{rel}/etc/app.conf" in members(result["archive"])
+
+
+def test_dump_runs_first_and_is_archived(tree, tmp_path):
+    hook = tmp_path / "dump.sh"
+    hook.write_text('#!/bin/sh\necho "rows" > "$1/app.dump"\n')
+    hook.chmod(0o755)
+    dumps = tmp_path / "db"
+    result = ba.create_archive([str(tree)], str(tmp_path / "o"), "db1", db_dump_command=[str(hook)],
+                               dump_dir=str(dumps), now=WHEN)
+    assert result["databases"] == ["app.dump"]
+    assert f"{str(dumps).lstrip('/')}/app.dump" in members(result["archive"])
+    manifest = manifest_of(result["archive"])
+    assert manifest["dump_dir"] == str(dumps)
+    assert manifest["databases"] == ["app.dump"]
+
+
+@pytest.mark.parametrize(("script", "message"), [
+    ('#!/bin/sh\necho "cannot connect" >&2\nexit 3\n', "failed with exit code 3: cannot connect"),
+    ("#!/bin/sh\nexit 0\n", "wrote nothing into"),
+])
+def test_failed_dump_makes_no_archive(tree, tmp_path, script, message):
+    hook = tmp_path / "dump.sh"
+    hook.write_text(script)
+    hook.chmod(0o755)
+    out = tmp_path / "o"
+    with pytest.raises(BackupError, match=message):
+        ba.create_archive([str(tree)], str(out), "db1", db_dump_command=[str(hook)], dump_dir=str(tmp_path / "db"),
+                          now=WHEN)
+    assert not out.exists() or os.listdir(out) == []
+
+
+def test_check_mode_writes_nothing(tree, tmp_path):
+    out = tmp_path / "o"
+    result = ba.create_archive([str(tree)], str(out), "h", excludes=["*.tmp"], check_mode=True, now=WHEN)
+    assert result["changed"] is True
+    assert result["files"] == 2
+    assert result["archive"].endswith("h-20261127T020000Z.tar.gz")
+    assert not out.exists()
+
+
+def test_failed_compressor_leaves_no_part(tree, tmp_path, monkeypatch):
+    # A compressor that dies: the .part is removed and nothing is declared good.
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "gzip").write_text("#!/bin/sh\nhead -c 100 >/dev/null\necho 'gzip: disk trouble' >&2\nexit 1\n")
+    (fake / "gzip").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    out = tmp_path / "o"
+    with pytest.raises(BackupError, match=r"gzip failed with exit code 1: gzip: disk trouble|integrity test"):
+        ba.create_archive([str(tree)], str(out), "h", now=WHEN)
+    assert os.listdir(out) == []
+
+
+def test_same_second_twice_is_refused(tree, tmp_path):
+    ba.create_archive([str(tree)], str(tmp_path / "o"), "h", now=WHEN)
+    with pytest.raises(BackupError, match="already exists"):
+        ba.create_archive([str(tree)], str(tmp_path / "o"), "h", now=WHEN)
+
+
+BAD = [
+    ({"paths": []}, "paths is empty"),
+    ({"paths": ["relative/dir"]}, "is not an absolute path"),
+    ({"paths": ["/nonexistent/backup/path"]}, "does not exist on this host"),
+    ({"dest": "outbox"}, "dest: 'outbox' is not an absolute path"),
+    ({"source": "bad name"}, "is not a valid name"),
+    ({"source": ""}, "is not a valid name"),
+    ({"compression": "bzip2"}, "compression 'bzip2' is unknown"),
+    ({"compression": "gzip", "compression_level": 12}, "out of range for gzip: use 1 to 9"),
+    ({"compression": "zstd", "compression_level": 0}, "out of range for zstd: use 1 to 19"),
+    ({"excludes": [""]}, "is not a non-empty pattern"),
+    ({"db_dump_command": ["/bin/true"], "dump_dir": None}, "dump_dir is not"),
+    ({"dump_dir": "db"}, "dump_dir: 'db' is not an absolute path"),
+]
+
+
+@pytest.mark.parametrize(("override", "message"), BAD, ids=[m for _, m in BAD])
+def test_bad_input_is_refused_before_any_change(tree, tmp_path, override, message):
+    args = {"paths": [str(tree)], "dest": str(tmp_path / "o"), "source": "h", "now": WHEN}
+    args.update(override)
+    with pytest.raises(BackupError, match=message):
+        ba.create_archive(**args)
+    assert not (tmp_path / "o").exists()
+
+
+def test_dest_that_is_a_file_is_refused(tree, tmp_path):
+    (tmp_path / "o").write_text("")
+    with pytest.raises(BackupError, match="is not a directory"):
+        ba.create_archive([str(tree)], str(tmp_path / "o"), "h", now=WHEN)
+
+
+def test_missing_compressor_is_named(tree, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(BackupError, match="needs the program 'zstd', which is not installed"):
+        ba.create_archive([str(tree)], str(tmp_path / "o"), "h", compression="zstd", now=WHEN)
+
+
+@pytest.mark.parametrize(("setting", "expected"), [
+    ("", None), ("none", None), ("  none ", None), ("/usr/bin/dump --all", ["/usr/bin/dump", "--all"]),
+    ("'/opt/my dump' -x", ["/opt/my dump", "-x"]),
+])
+def test_resolve_dump_command(setting, expected):
+    assert ba.resolve_dump_command(setting) == expected
+
+
+def test_resolve_auto_without_postgresql(monkeypatch, tmp_path):
+    monkeypatch.setattr(ba, "PG_DUMP_HOOK", str(tmp_path / "missing"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert ba.resolve_dump_command("auto") is None
+
+
+def test_resolve_auto_prefers_the_postgresql_role_hook(monkeypatch, tmp_path):
+    hook = tmp_path / "streamcloud-pg-dump"
+    hook.write_text("#!/bin/sh\n")
+    hook.chmod(0o755)
+    monkeypatch.setattr(ba, "PG_DUMP_HOOK", str(hook))
+    assert ba.resolve_dump_command("auto") == [str(hook)]
+
+
+def test_file_that_shrinks_while_read_is_reported(tmp_path):
+    # The reader pads a file that shrank, so the tar stream stays valid, and reports it.
+    src = tmp_path / "f"
+    src.write_bytes(b"x" * 10)
+    with open(src, "rb") as handle:
+        reader = ba._HashingReader(handle, 20)
+        data = reader.read(64)
+    assert data == b"x" * 10 + b"\0" * 10
+    assert reader.short

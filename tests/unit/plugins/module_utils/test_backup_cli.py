@@ -1,0 +1,146 @@
+"""The cron entry point: installed as the role installs it, run as cron runs it."""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from ansible_collections.streamcloud.platform.plugins.module_utils import backup_archive, backup_cli, backup_transfer
+from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common import BackupError
+
+REPO = Path(__file__).resolve().parents[4]
+UTILS = REPO / "plugins" / "module_utils"
+SBIN = REPO / "roles" / "backup" / "files"
+
+
+@pytest.fixture
+def config(tree, tmp_path, local_ssh, monkeypatch):
+    program, root = local_ssh
+    (root / "bk-web1").mkdir()
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "ssh").symlink_to(program)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    key = tmp_path / "key"
+    key.write_text("unused\n")
+    data = {
+        "source": "web1", "paths": [str(tree)], "excludes": ["*.tmp"], "outbox": str(tmp_path / "outbox"),
+        "db_dump_command": "none", "backup_host": "backup", "backup_user": "bk-web1", "identity_file": str(key),
+        "known_hosts_file": str(tmp_path / "known_hosts"), "status_file": str(tmp_path / "state" / "status.json"),
+        "log_file": str(tmp_path / "log" / "backup.log"), "lock_file": str(tmp_path / "lock"),
+    }
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(data))
+    return path, data, root / "bk-web1"
+
+
+def test_run_archives_ships_and_reports(config):
+    path, data, far = config
+    out = io.StringIO()
+    assert backup_cli.main(["run", "--config", str(path)], out=out) == 0
+    line = json.loads(out.getvalue())
+    assert line["status"] == "ok" and line["transferred"] == [line["archive"]]
+    assert (far / line["archive"]).exists()
+    assert os.listdir(data["outbox"]) == []
+    status = json.loads(Path(data["status_file"]).read_text())
+    assert status["status"] == "ok" and status["sha256"] == line["sha256"]
+    assert json.loads(Path(data["log_file"]).read_text().splitlines()[-1]) == line
+
+
+def test_unreachable_fails_loudly_and_next_run_ships_both(config, monkeypatch, capsys):
+    path, _data, far = config
+    monkeypatch.setenv("BACKUP_TEST_DOWN", "1")
+    out = io.StringIO()
+    assert backup_cli.main(["run", "--config", str(path)], out=out) == 1
+    line = json.loads(out.getvalue())
+    assert line["status"] == "failed" and "unreachable" in line["error"] and "kept in" in line["error"]
+    assert "FAILED" in capsys.readouterr().err
+    first = line["archive"]
+    monkeypatch.delenv("BACKUP_TEST_DOWN")
+    # A second later, the next run ships its own archive and the one left behind.
+    import time
+
+    time.sleep(1.1)
+    out = io.StringIO()
+    assert backup_cli.main(["run", "--config", str(path)], out=out) == 0
+    line = json.loads(out.getvalue())
+    assert line["transferred"] == [first, line["archive"]]
+    assert (far / first).exists()
+
+
+def test_second_run_while_locked_exits_cleanly(config):
+    path, data, _ = config
+    with open(data["lock_file"], "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        out = io.StringIO()
+        assert backup_cli.main(["run", "--config", str(path)], out=out) == 0
+    line = json.loads(out.getvalue())
+    assert line["status"] == "skipped"
+    assert not os.path.exists(data["outbox"])
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"backup_host": None}, "backup_host is not set"),
+    ({"backup_user": ""}, "backup_user is not set"),
+    ({"colour": "blue"}, "unknown setting"),
+])
+def test_bad_configuration(config, change, message):
+    path, data, _ = config
+    data.update(change)
+    path.write_text(json.dumps(data))
+    with pytest.raises(BackupError, match=message):
+        backup_cli.load_config(str(path))
+
+
+def test_unreadable_configuration(tmp_path, capsys):
+    assert backup_cli.main(["run", "--config", str(tmp_path / "missing.json")]) == 1
+    assert "cannot read the configuration" in capsys.readouterr().err
+
+
+def test_cli_and_modules_call_the_same_functions(config, monkeypatch):
+    """One code path: the modules import these functions, and the CLI calls them."""
+    from ansible_collections.streamcloud.platform.plugins.modules import backup_archive as archive_module
+    from ansible_collections.streamcloud.platform.plugins.modules import backup_rotate as rotate_module
+    from ansible_collections.streamcloud.platform.plugins.modules import scp_transfer as transfer_module
+
+    assert archive_module.create_archive is backup_archive.create_archive
+    assert transfer_module.ship is backup_transfer.ship
+    assert rotate_module.rotate is backup_cli.backup_rotate.rotate
+    calls = []
+    for owner, name in ((backup_archive, "create_archive"), (backup_transfer, "ship")):
+        real = getattr(owner, name)
+
+        def spy(*args, _real=real, _name=name, **kwargs):
+            calls.append(_name)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, spy)
+    path, _, _ = config
+    assert backup_cli.main(["run", "--config", str(path)], out=io.StringIO()) == 0
+    assert calls == ["create_archive", "ship"]
+
+
+def test_installed_layout_runs_without_ansible(tmp_path, config):
+    """The role's layout: module_utils under /usr/local/lib/streamcloud-backup, run with an isolated Python."""
+    lib = tmp_path / "lib"
+    dest = lib / "ansible_collections" / "streamcloud" / "platform" / "plugins" / "module_utils"
+    dest.mkdir(parents=True)
+    for source in UTILS.glob("backup_*.py"):
+        shutil.copy(source, dest)
+    path, _data, _far = config
+    env = dict(os.environ, STREAMCLOUD_BACKUP_LIB=str(lib))
+    # -I: no user site, no PYTHONPATH, so nothing of Ansible can be imported from the venv.
+    probe = subprocess.run([sys.executable, "-I", "-c", "import ansible"], capture_output=True, env=env)
+    isolated = probe.returncode != 0
+    result = subprocess.run(["/usr/bin/python3", "-I", str(SBIN / "streamcloud-backup"), "run", "--config", str(path)],
+                            capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["status"] == "ok"
+    assert isolated or "ansible" not in result.stderr

@@ -1,0 +1,141 @@
+"""Rotation: a synthetic 400-day history on disk, the expected survivors written out by hand."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import os
+
+import pytest
+from ansible_collections.streamcloud.platform.plugins.module_utils import backup_rotate as br
+from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common import BackupError
+
+END = datetime.datetime(2026, 11, 27, 2, 0, tzinfo=datetime.timezone.utc)  # a Friday
+
+
+def history(directory, source="web1", days=400, end=END, per_day=1):
+    directory.mkdir(parents=True, exist_ok=True)
+    for day in range(days):
+        for slot in range(per_day):
+            when = end - datetime.timedelta(days=day) + datetime.timedelta(hours=slot * 4)
+            name = f"{source}-{when:%Y%m%dT%H%M%SZ}.tar.gz"
+            body = name.encode()
+            (directory / name).write_bytes(body)
+            (directory / (name + ".sha256")).write_text(f"{hashlib.sha256(body).hexdigest()}  {name}\n")
+
+
+def dates(paths):
+    return sorted(os.path.basename(p).split("-")[1][:8] for p in paths)
+
+
+POLICY = {"keep_last": 3, "keep_daily": 7, "keep_weekly": 4, "keep_monthly": 12}
+# Worked out by hand for daily archives ending Friday 2026-11-27:
+#   last 3: 25-27 Nov; daily 7: 21-27 Nov; weekly 4 (newest of each ISO week): 27, 22, 15, 8 Nov;
+#   monthly 12 (newest of each month): 27 Nov, 31 Oct, 30 Sep, 31 Aug, 31 Jul, 30 Jun, 31 May,
+#   30 Apr, 31 Mar, 28 Feb, 31 Jan 2026, 31 Dec 2025.
+EXPECTED = sorted([
+    "20261121", "20261122", "20261123", "20261124", "20261125", "20261126", "20261127",
+    "20261115", "20261108",
+    "20261031", "20260930", "20260831", "20260731", "20260630", "20260531", "20260430", "20260331",
+    "20260228", "20260131", "20251231",
+])
+
+
+def test_400_days_keep_exactly_the_policy(tmp_path):
+    history(tmp_path / "web1")
+    result = br.rotate(str(tmp_path / "web1"), POLICY)
+    assert dates(k["path"] for k in result["kept"]) == EXPECTED
+    assert len(result["deleted"]) == 400 - len(EXPECTED)
+    left = [n for n in os.listdir(tmp_path / "web1") if n.endswith(".tar.gz")]
+    assert dates(left) == EXPECTED
+    assert len([n for n in os.listdir(tmp_path / "web1") if n.endswith(".sha256")]) == len(EXPECTED)
+    # Applying it again deletes nothing.
+    assert br.rotate(str(tmp_path / "web1"), POLICY)["changed"] is False
+
+
+def test_check_mode_lists_without_deleting(tmp_path):
+    history(tmp_path / "web1")
+    result = br.rotate(str(tmp_path / "web1"), POLICY, check_mode=True)
+    assert len(result["deleted"]) == 400 - len(EXPECTED)
+    assert len(os.listdir(tmp_path / "web1")) == 800
+
+
+def test_reasons(tmp_path):
+    history(tmp_path / "web1", days=40)
+    kept = {os.path.basename(k["path"])[5:13]: k["reasons"] for k in br.rotate(str(tmp_path / "web1"), POLICY)["kept"]}
+    assert kept["20261127"] == ["last", "daily", "weekly", "monthly", "newest verified"]
+    assert kept["20261122"] == ["daily", "weekly"]
+    assert kept["20261031"] == ["monthly"]
+
+
+@pytest.mark.parametrize(("policy", "survivors"), [
+    ({"keep_last": 2}, 2),
+    ({"keep_daily": 3}, 3),
+    ({"keep_weekly": 2}, 2),
+    ({"keep_monthly": 3}, 3),
+    ({"keep_last": 400}, 60),
+    ({"keep_daily": 1, "keep_monthly": 1}, 1),
+])
+def test_single_rules(tmp_path, policy, survivors):
+    history(tmp_path / "h", days=60)
+    assert len(br.rotate(str(tmp_path / "h"), policy)["kept"]) == survivors
+
+
+def test_several_archives_a_day_keep_the_newest_of_the_day(tmp_path):
+    history(tmp_path / "h", days=3, per_day=4)
+    kept = br.rotate(str(tmp_path / "h"), {"keep_daily": 3})["kept"]
+    assert [os.path.basename(k["path"]) for k in kept] == [
+        "web1-20261125T140000Z.tar.gz", "web1-20261126T140000Z.tar.gz", "web1-20261127T140000Z.tar.gz"]
+
+
+def test_newest_verified_survives_even_when_policy_would_drop_it(tmp_path):
+    d = tmp_path / "h"
+    history(d, days=5)
+    newest = "web1-20261127T020000Z.tar.gz"
+    (d / newest).write_bytes(b"corrupted after it was published")
+    result = br.rotate(str(d), {"keep_last": 1})
+    kept = sorted(os.path.basename(k["path"]) for k in result["kept"])
+    assert kept == ["web1-20261126T020000Z.tar.gz", newest]
+    assert result["protected"] == [str(d / "web1-20261126T020000Z.tar.gz")]
+
+
+def test_sources_are_rotated_separately_and_other_files_untouched(tmp_path):
+    d = tmp_path / "mixed"
+    history(d, source="web1", days=10)
+    history(d, source="db-1", days=10)
+    (d / "README").write_text("notes")
+    (d / ".incoming").mkdir()
+    (d / ".incoming" / "web1-20261128T020000Z.tar.gz.part").write_text("partial")
+    result = br.rotate(str(d), {"keep_last": 2})
+    assert len(result["kept"]) == 4
+    assert (d / "README").exists() and (d / ".incoming" / "web1-20261128T020000Z.tar.gz.part").exists()
+
+
+def test_recurse_rotates_every_host_directory(tmp_path):
+    history(tmp_path / "web1", days=5)
+    history(tmp_path / "db1", source="db1", days=5)
+    result = br.rotate(str(tmp_path), {"keep_last": 1}, recurse=True)
+    assert len(result["kept"]) == 2 and len(result["deleted"]) == 8
+
+
+BAD = [
+    ({}, "every retention rule is 0"),
+    ({"keep_last": 0, "keep_daily": 0}, "every retention rule is 0"),
+    ({"keep_last": -1}, "keep_last must be 0 or a positive whole number, got -1"),
+    ({"keep_daily": "7"}, "keep_daily must be 0 or a positive whole number"),
+    ({"keep_weekly": 1.5}, "keep_weekly must be"),
+    ({"keep_monthly": True}, "keep_monthly must be"),
+]
+
+
+@pytest.mark.parametrize(("policy", "message"), BAD, ids=[m for _, m in BAD])
+def test_bad_policy_deletes_nothing(tmp_path, policy, message):
+    history(tmp_path / "h", days=3)
+    with pytest.raises(BackupError, match=message):
+        br.rotate(str(tmp_path / "h"), policy)
+    assert len(os.listdir(tmp_path / "h")) == 6
+
+
+def test_missing_directory(tmp_path):
+    with pytest.raises(BackupError, match="is not a directory on the backup host"):
+        br.rotate(str(tmp_path / "nope"), {"keep_last": 1})

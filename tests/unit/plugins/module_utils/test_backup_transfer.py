@@ -1,0 +1,241 @@
+"""Transfer and receiver: the real receiver behind a local stand-in for ssh (see tests/unit/conftest.py)."""
+
+from __future__ import annotations
+
+import datetime
+import io
+import os
+
+import pytest
+from ansible_collections.streamcloud.platform.plugins.module_utils import backup_receiver as rx
+from ansible_collections.streamcloud.platform.plugins.module_utils.backup_archive import create_archive
+from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common import BackupError, sha256_file
+from ansible_collections.streamcloud.platform.plugins.module_utils.backup_transfer import Remote, ship
+
+T0 = datetime.datetime(2026, 11, 27, 2, 0, 0, tzinfo=datetime.timezone.utc)
+
+
+@pytest.fixture
+def outbox(tree, tmp_path):
+    out = tmp_path / "outbox"
+    for hours in (0, 1):
+        create_archive([str(tree)], str(out), "web1", now=T0 + datetime.timedelta(hours=hours))
+    return out
+
+
+@pytest.fixture
+def remote(local_ssh, tmp_path):
+    program, root = local_ssh
+    (root / "bk-web1").mkdir()
+    key = tmp_path / "id_ed25519"
+    key.write_text("not used by the local transport\n")
+    return Remote("backup", "bk-web1", identity_file=str(key), ssh_program=program), root / "bk-web1"
+
+
+def names(directory):
+    return sorted(os.listdir(directory))
+
+
+def test_ship_publishes_verified_copies_then_deletes_local(outbox, remote):
+    far, far_dir = remote
+    local = {n: sha256_file(outbox / n) for n in names(outbox) if n.endswith(".tar.gz")}
+    result = ship(str(outbox), far)
+    assert [t["name"] for t in result["transferred"]] == sorted(local)
+    assert result["deleted_local"] == sorted(local)
+    assert names(outbox) == []
+    for name, digest in local.items():
+        assert sha256_file(far_dir / name) == digest
+        assert (far_dir / (name + ".sha256")).read_text().split()[0] == digest
+    assert os.listdir(far_dir / ".incoming") == []
+
+
+@pytest.mark.parametrize("keep", [1, 2, 5])
+def test_keep_local_keeps_the_newest_shipped(outbox, remote, keep):
+    far, _ = remote
+    archives = sorted(n for n in names(outbox) if n.endswith(".tar.gz"))
+    result = ship(str(outbox), far, keep_local=keep)
+    assert result["kept_local"] == archives[-keep:]
+    assert result["deleted_local"] == archives[:-keep]
+    # A second run sends nothing again.
+    again = ship(str(outbox), far, keep_local=keep)
+    assert again["transferred"] == [] and again["changed"] is False
+
+
+def test_unreachable_host_keeps_everything_and_next_run_ships_both(outbox, remote, monkeypatch):
+    far, far_dir = remote
+    before = names(outbox)
+    monkeypatch.setenv("BACKUP_TEST_DOWN", "1")
+    result = ship(str(outbox), far)
+    assert "unreachable" in result["failed"][0]["error"]
+    assert len(result["pending"]) == 2
+    assert names(outbox) == before
+    monkeypatch.delenv("BACKUP_TEST_DOWN")
+    result = ship(str(outbox), far)
+    assert len(result["transferred"]) == 2 and result["failed"] == []
+    assert len([n for n in names(far_dir) if n.endswith(".tar.gz")]) == 2
+
+
+def test_local_corruption_is_rejected_far_side_and_local_kept(outbox, remote):
+    far, far_dir = remote
+    first = sorted(n for n in names(outbox) if n.endswith(".tar.gz"))[0]
+    with open(outbox / first, "r+b") as handle:
+        handle.seek(100)
+        byte = handle.read(1)
+        handle.seek(100)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    result = ship(str(outbox), far)
+    assert "checksum mismatch" in result["failed"][0]["error"]
+    assert first in result["kept_local"]
+    assert not (far_dir / first).exists()
+    assert os.listdir(far_dir / ".incoming") == []
+    assert len(result["transferred"]) == 1  # the good one still went
+
+
+def test_interrupted_commit_is_resumed_without_sending_again(outbox, remote):
+    far, far_dir = remote
+    name = sorted(n for n in names(outbox) if n.endswith(".tar.gz"))[0]
+    digest = sha256_file(outbox / name)
+    with open(outbox / name, "rb") as handle:
+        rx.put(str(far_dir), name, str(os.path.getsize(outbox / name)), handle)
+    rx.commit(str(far_dir), name, digest)  # published, but the client died before marking it
+    result = ship(str(outbox), far)
+    assert result["transferred"][0] == {"name": name, "sha256": digest, "size": os.path.getsize(far_dir / name),
+                                        "already": True}
+
+
+def test_check_mode_changes_nothing(outbox, remote):
+    far, far_dir = remote
+    before = names(outbox)
+    result = ship(str(outbox), far, check_mode=True)
+    assert len(result["pending"]) == 2 and result["changed"] is True
+    assert names(outbox) == before
+    assert names(far_dir) == []
+
+
+def test_archive_without_sidecar_is_never_shipped_or_deleted(outbox, remote):
+    far, _ = remote
+    name = sorted(n for n in names(outbox) if n.endswith(".tar.gz"))[0]
+    os.unlink(outbox / (name + ".sha256"))
+    result = ship(str(outbox), far)
+    assert name not in [t["name"] for t in result["transferred"]]
+    assert (outbox / name).exists()
+
+
+BAD_REMOTE = [
+    ({"host": ""}, "is not a host name"),
+    ({"host": "a b"}, "is not a host name"),
+    ({"user": ""}, "is not a valid account name"),
+    ({"user": "bad user"}, "is not a valid account name"),
+    ({"port": 0}, "must be 1-65535"),
+    ({"port": 70000}, "must be 1-65535"),
+    ({"strict_host_key_checking": "maybe"}, "use yes, accept-new or no"),
+    ({"identity_file": "/nonexistent/key"}, "the dedicated backup key is missing"),
+    ({"connect_timeout": 0}, "positive number of seconds"),
+]
+
+
+@pytest.mark.parametrize(("override", "message"), BAD_REMOTE, ids=[m for _, m in BAD_REMOTE])
+def test_bad_remote_settings(override, message):
+    args = {"host": "backup", "user": "bk-web1"}
+    args.update(override)
+    with pytest.raises(BackupError, match=message):
+        Remote(**args)
+
+
+@pytest.mark.parametrize(("keep", "message"), [(-1, "keep_local -1"), (True, "keep_local True"), ("2", "keep_local")])
+def test_bad_keep_local(outbox, remote, keep, message):
+    with pytest.raises(BackupError, match=message):
+        ship(str(outbox), remote[0], keep_local=keep)
+
+
+def test_outbox_missing(tmp_path, remote):
+    with pytest.raises(BackupError, match="is not a directory"):
+        ship(str(tmp_path / "nope"), remote[0])
+
+
+def test_only_an_unknown_archive(outbox, remote):
+    with pytest.raises(BackupError, match="is not a finished archive"):
+        ship(str(outbox), remote[0], only="web1-20990101T000000Z.tar.gz")
+
+
+# --- the receiver itself -------------------------------------------------------------------------
+
+NAME = "web1-20261127T020000Z.tar.gz"
+
+
+def call(base, command, data=b""):
+    out = io.BytesIO()
+    return rx.dispatch(str(base), command.split(), io.BytesIO(data), out), out.getvalue()
+
+
+REFUSED = [
+    ("", "no command"),
+    ("bash -i", "'bash' is not allowed"),
+    ("scp -t /etc", "'scp' is not allowed"),
+    ("/usr/lib/openssh/sftp-server", "is not allowed"),
+    ("put ../other/web1-20261127T020000Z.tar.gz 3", "is not an archive name"),
+    ("put .ssh 3", "is not an archive name"),
+    ("put web1-20261127T020000Z.tar.gz", "takes 2 argument"),
+    ("put web1-20261127T020000Z.tar.gz -1", "is not a byte count"),
+    ("get ../../etc/shadow", "is not an archive name"),
+    ("get web1-20261127T020000Z.tar.gz", "is not on the backup host"),
+    ("commit web1-20261127T020000Z.tar.gz nothex", "is not a SHA-256"),
+    ("commit web1-20261127T020000Z.tar.gz " + "0" * 64, "nothing was received"),
+    ("list extra", "takes 0 argument"),
+]
+
+
+@pytest.mark.parametrize(("command", "message"), REFUSED, ids=[c or "empty" for c, _ in REFUSED])
+def test_receiver_refuses(tmp_path, command, message):
+    with pytest.raises(rx.Refused, match=message):
+        call(tmp_path, command)
+
+
+def test_receiver_put_commit_get_list(tmp_path):
+    data = os.urandom(5000)
+    import hashlib
+
+    digest = hashlib.sha256(data).hexdigest()
+    answer, _ = call(tmp_path, f"put {NAME} {len(data)}", data)
+    assert answer == {"name": NAME, "size": len(data), "sha256": digest}
+    assert not (tmp_path / NAME).exists()  # not published before commit
+    assert call(tmp_path, f"commit {NAME} {digest}")[0]["already"] is False
+    assert call(tmp_path, f"get {NAME}")[1] == data
+    assert call(tmp_path, "list")[0] == {"archives": [{"name": NAME, "size": len(data), "sha256": digest}]}
+    assert call(tmp_path, f"verify {NAME}")[0]["ok"] is True
+    with pytest.raises(rx.Refused, match="never overwritten"):
+        call(tmp_path, f"put {NAME} 3", b"abc")
+
+
+@pytest.mark.parametrize(("sent", "announced", "message"), [
+    (b"abc", 10, "stopped after 3 of 10 bytes"),
+    (b"abcdef", 3, "more than the announced 3 bytes"),
+])
+def test_receiver_refuses_a_short_or_long_upload(tmp_path, sent, announced, message):
+    with pytest.raises(rx.Refused, match=message):
+        call(tmp_path, f"put {NAME} {announced}", sent)
+    assert os.listdir(tmp_path / ".incoming") == []
+
+
+def test_receiver_mismatch_deletes_the_partial_file(tmp_path):
+    call(tmp_path, f"put {NAME} 3", b"abc")
+    with pytest.raises(rx.Refused, match="checksum mismatch") as err:
+        call(tmp_path, f"commit {NAME} {'1' * 64}")
+    assert err.value.code == rx.EXIT_MISMATCH
+    assert os.listdir(tmp_path / ".incoming") == []
+    assert not (tmp_path / NAME).exists()
+
+
+def test_receiver_main_refuses_interactive_login(tmp_path, capsys):
+    assert rx.main([], base=str(tmp_path)) == rx.EXIT_REFUSED
+    assert "interactive logins are refused" in capsys.readouterr().err
+
+
+def test_receiver_disk_full_keeps_nothing_partial(tmp_path):
+    # /dev/full answers every write with ENOSPC, as a full file system would.
+    (tmp_path / ".incoming").mkdir()
+    (tmp_path / ".incoming" / (NAME + ".part")).symlink_to("/dev/full")
+    with pytest.raises(rx.Refused, match="out of disk space") as err:
+        call(tmp_path, f"put {NAME} 3", b"abc")
+    assert err.value.code == rx.EXIT_NO_SPACE
+    assert os.listdir(tmp_path / ".incoming") == []

@@ -1,0 +1,91 @@
+"""The scp_transfer module against the real receiver (local stand-in for ssh, see conftest)."""
+
+from __future__ import annotations
+
+import datetime
+import os
+
+import pytest
+from ansible_collections.streamcloud.platform.plugins.module_utils.backup_archive import create_archive
+from ansible_collections.streamcloud.platform.plugins.modules import scp_transfer
+
+T0 = datetime.datetime(2026, 11, 27, 2, 0, tzinfo=datetime.timezone.utc)
+
+
+@pytest.fixture
+def setup(tree, tmp_path, local_ssh, monkeypatch):
+    program, root = local_ssh
+    (root / "bk-web1").mkdir()
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "ssh").symlink_to(program)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    out = tmp_path / "outbox"
+    made = [create_archive([str(tree)], str(out), "web1", now=T0 + datetime.timedelta(hours=h))["name"]
+            for h in range(3)]
+    key = tmp_path / "id"
+    key.write_text("unused\n")
+    args = {"path": str(out), "host": "backup", "user": "bk-web1", "identity_file": str(key)}
+    return args, made, root / "bk-web1"
+
+
+OPTIONS = [
+    pytest.param({}, 3, 0, id="defaults"),
+    pytest.param({"keep_local": 1}, 3, 1, id="keep_local-1"),
+    pytest.param({"keep_local": 5}, 3, 3, id="keep_local-5"),
+    pytest.param({"port": 2222, "connect_timeout": 3, "strict_host_key_checking": "accept-new",
+                  "known_hosts_file": "/dev/null"}, 3, 0, id="ssh-options"),
+    pytest.param({"only": 0}, 1, 2, id="one-archive"),
+]
+
+
+@pytest.mark.parametrize(("extra", "sent", "left"), OPTIONS)
+def test_options(run_module, setup, extra, sent, left):
+    args, made, far = setup
+    extra = dict(extra)
+    if "only" in extra:
+        args = dict(args, path=os.path.join(args["path"], made[extra.pop("only")]))
+    result, failed = run_module(scp_transfer, dict(args, **extra))
+    assert not failed, result
+    assert len(result["transferred"]) == sent
+    assert all((far / t["name"]).exists() for t in result["transferred"])
+    assert len(result["kept_local"]) == left
+
+
+def test_check_mode_sends_nothing(run_module, setup):
+    args, made, far = setup
+    result, failed = run_module(scp_transfer, args, check_mode=True)
+    assert not failed and result["pending"] == made and result["changed"]
+    assert os.listdir(far) == []
+
+
+def test_unreachable_fails_and_keeps(run_module, setup, monkeypatch):
+    args, made, _ = setup
+    monkeypatch.setenv("BACKUP_TEST_DOWN", "1")
+    result, failed = run_module(scp_transfer, args)
+    assert failed
+    assert "unreachable" in result["msg"] and "3 archive(s) kept in" in result["msg"]
+    assert sorted(n for n in os.listdir(args["path"]) if n.endswith(".tar.gz")) == made
+
+
+BAD = [
+    ({"port": 0}, "port 0 must be 1-65535"),
+    ({"user": "no body"}, "is not a valid account name"),
+    ({"identity_file": "/nonexistent"}, "the dedicated backup key is missing"),
+    ({"keep_local": -2}, "keep_local -2 must be 0 or a positive number"),
+    ({"strict_host_key_checking": "off"}, "value of strict_host_key_checking must be one of"),
+    ({"connect_timeout": -1}, "connect_timeout -1 must be a positive number"),
+    ({"path": "/nonexistent/outbox"}, "outbox /nonexistent/outbox is not a directory"),
+    ({"host": None}, "missing required arguments: host"),
+]
+
+
+@pytest.mark.parametrize(("extra", "message"), BAD, ids=[m for _, m in BAD])
+def test_bad_input(run_module, setup, extra, message):
+    args, _made, far = setup
+    args = dict(args, **extra)
+    if args.get("host", 0) is None:
+        args.pop("host")
+    result, failed = run_module(scp_transfer, args)
+    assert failed and message in result["msg"]
+    assert os.listdir(far) == []
