@@ -1,0 +1,370 @@
+"""The postgresql role, checked with real psql clients over TLS and the server's own view."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import testinfra.utils.ansible_runner
+import yaml
+
+testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(
+    os.environ["MOLECULE_INVENTORY_FILE"]
+).get_hosts("database")
+
+SERVER = "postgresql-db"
+OUTSIDER = "postgresql-outsider"
+ROLE_DIR = Path(__file__).resolve().parents[3] / "roles" / "postgresql"
+MIGRATIONS = sorted((ROLE_DIR / "files" / "migrations").glob("*.sql"))
+
+
+def scenario_vars() -> dict:
+    molecule_yml = Path(__file__).resolve().parents[1] / "molecule.yml"
+    return yaml.safe_load(molecule_yml.read_text())["provisioner"]["inventory"]["group_vars"]["database"]
+
+
+VARS = scenario_vars()
+PASSWORDS = {u["name"]: u["password"] for u in VARS["postgresql_users"]}
+
+
+@pytest.fixture(scope="module")
+def address(address_of) -> str:
+    return address_of(SERVER)
+
+
+@pytest.fixture(scope="module")
+def server_ca(host, tmp_path_factory) -> Path:
+    """The server's self-signed certificate, which is its own CA: clients verify the server with it."""
+    path = tmp_path_factory.mktemp("tls") / "server.crt"
+    path.write_text(host.file("/etc/postgresql/streamcloud-ssl/server.crt").content_string)
+    return path
+
+
+def psql(address: str, user: str, password: str, sql: str, sslmode: str = "verify-ca",
+         ca: Path | None = None, dbname: str = "streamcloud") -> subprocess.CompletedProcess:
+    """psql from this machine (an allowed address), never raising on a refused connection."""
+    conninfo = f"host={address} port=5432 dbname={dbname} user={user} sslmode={sslmode} connect_timeout=10"
+    if ca is not None:
+        conninfo += f" sslrootcert={ca}"
+    env = dict(os.environ, PGPASSWORD=password)
+    return subprocess.run(
+        ["psql", "--no-psqlrc", "--tuples-only", "--no-align", "--set=ON_ERROR_STOP=1", conninfo, "-c", sql],
+        capture_output=True, text=True, env=env, timeout=60,
+    )
+
+
+def superuser_sql(host, sql: str, dbname: str = "streamcloud") -> str:
+    return host.check_output(f"runuser -u postgres -- psql -XAtq -d {dbname} -c \"{sql}\"")
+
+
+def test_tls_scram_login_from_allowed_address(address, server_ca):
+    result = psql(address, "streamcloud", PASSWORDS["streamcloud"],
+                  "SELECT current_user, ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()", ca=server_ca)
+    assert result.returncode == 0, result.stderr
+    user, ssl, version = result.stdout.strip().split("|")
+    assert (user, ssl) == ("streamcloud", "t")
+    assert version in ("TLSv1.2", "TLSv1.3")
+
+
+def test_passwords_are_stored_as_scram(host):
+    hashes = superuser_sql(host, "SELECT rolname || ' ' || left(rolpassword, 14) FROM pg_authid "
+                                 "WHERE rolname IN ('streamcloud', 'reporting') ORDER BY 1", dbname="postgres")
+    assert hashes.splitlines() == ["reporting SCRAM-SHA-256$", "streamcloud SCRAM-SHA-256$"]
+
+
+def test_non_tls_connection_is_refused(address):
+    result = psql(address, "streamcloud", PASSWORDS["streamcloud"], "SELECT 1", sslmode="disable")
+    assert result.returncode != 0
+    assert "no pg_hba.conf entry" in result.stderr
+    assert "no encryption" in result.stderr
+
+
+def test_wrong_password_is_refused(address, server_ca):
+    result = psql(address, "streamcloud", "not-the-password-at-all", "SELECT 1", ca=server_ca)
+    assert result.returncode != 0
+    assert 'password authentication failed for user "streamcloud"' in result.stderr
+
+
+def test_unknown_address_is_refused_even_with_tls_and_password():
+    env = ["--env", f"PGPASSWORD={PASSWORDS['streamcloud']}"]
+    result = subprocess.run(
+        ["docker", "exec", *env, OUTSIDER, "psql", "--no-psqlrc",
+         f"host={SERVER} dbname=streamcloud user=streamcloud sslmode=require connect_timeout=10", "-c", "SELECT 1"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode != 0
+    assert "no pg_hba.conf entry for host" in result.stderr
+    assert "SSL encryption" in result.stderr
+
+
+def test_pg_hba_has_only_strong_rules(host):
+    rules = superuser_sql(host, "SELECT DISTINCT type || ' ' || auth_method FROM pg_hba_file_rules "
+                                "WHERE error IS NULL ORDER BY 1", dbname="postgres")
+    assert set(rules.splitlines()) == {"local peer", "hostssl scram-sha-256"}
+    errors = superuser_sql(host, "SELECT count(*) FROM pg_hba_file_rules WHERE error IS NOT NULL", dbname="postgres")
+    assert errors == "0"
+
+
+def test_server_listens_on_the_private_address_with_tls(address, server_ca):
+    result = psql(address, "streamcloud", PASSWORDS["streamcloud"],
+                  "SELECT current_setting('listen_addresses'), current_setting('ssl_min_protocol_version'), "
+                  "current_setting('password_encryption')", ca=server_ca)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"localhost,{address}|TLSv1.2|scram-sha-256"
+
+
+def test_tuned_values_are_live(address, server_ca):
+    # pgtune-style formulas over the scenario's memory (1024 MB) and the default share (0.75).
+    mem = int(VARS["postgresql_memory_mb"] * 0.75)
+    shared = mem // 4
+    expected = {
+        "shared_buffers": f"{shared}MB",
+        "effective_cache_size": f"{mem * 3 // 4}MB",
+        "maintenance_work_mem": f"{mem // 16}MB",
+        "work_mem": f"{(mem - shared) * 1024 // 300}kB",
+        "min_wal_size": "256MB",
+        "max_wal_size": "1GB",
+        "random_page_cost": "1.1",
+        "max_connections": "100",
+    }
+    names = ", ".join(f"current_setting('{name}')" for name in expected)
+    result = psql(address, "streamcloud", PASSWORDS["streamcloud"], f"SELECT {names}", ca=server_ca)
+    assert result.returncode == 0, result.stderr
+    assert dict(zip(expected, result.stdout.strip().split("|"), strict=True)) == expected
+
+
+def test_migrations_table_shows_the_schema_version(address, server_ca):
+    result = psql(address, "streamcloud", PASSWORDS["streamcloud"],
+                  "SELECT version, name, checksum FROM schema_migrations ORDER BY version", ca=server_ca)
+    assert result.returncode == 0, result.stderr
+    rows = [line.split("|") for line in result.stdout.strip().splitlines()]
+    expected = [
+        [str(int(f.name[:4])), f.stem[5:], hashlib.sha256(f.read_bytes()).hexdigest()] for f in MIGRATIONS
+    ]
+    assert rows == expected
+    assert len(rows) >= 3
+
+
+@pytest.mark.parametrize(
+    ("statement", "error"),
+    [
+        pytest.param("INSERT INTO contents (owner_id, kind, title) VALUES (currval('users_id_seq'), 'audio', 'x')",
+                     "contents_one_location", id="content-without-location"),
+        pytest.param("INSERT INTO contents (owner_id, kind, title, stream_mount) "
+                     "VALUES (currval('users_id_seq'), 'file', 'x', '/live.ogg')",
+                     "contents_file_has_path", id="file-without-path"),
+        pytest.param("INSERT INTO contents (owner_id, kind, title, file_path) "
+                     "VALUES (currval('users_id_seq'), 'file', 'x', '../etc/passwd')",
+                     "contents_path_format", id="path-escaping-the-file-area"),
+        pytest.param("INSERT INTO contents (owner_id, kind, title, stream_mount) "
+                     "VALUES (currval('users_id_seq'), 'podcast', 'x', '/p.ogg')",
+                     "invalid input value for enum content_kind", id="unknown-kind"),
+        pytest.param("INSERT INTO contents (owner_id, kind, title, stream_mount) "
+                     "VALUES (999999, 'audio', 'x', '/a.ogg')",
+                     "contents_owner_id_fkey", id="unknown-owner"),
+        pytest.param("INSERT INTO users (username, email) VALUES ('alice', 'ALICE@example.org')",
+                     "users_email_lower_key", id="duplicate-email-any-case"),
+        pytest.param("INSERT INTO contents (owner_id, kind, title, stream_mount) VALUES "
+                     "(currval('users_id_seq'), 'audio', 'a', '/live.ogg'), "
+                     "(currval('users_id_seq'), 'video', 'b', '/live.ogg')",
+                     "contents_stream_mount_key", id="mount-used-twice"),
+        pytest.param("SELECT 1", None, id="valid-rows"),
+    ],
+)
+def test_schema_constraints(address, server_ca, statement, error):
+    sql = "; ".join([
+        "BEGIN",
+        "INSERT INTO users (username, email) VALUES ('alice', 'alice@example.org')",
+        "INSERT INTO contents (owner_id, kind, title, stream_mount) "
+        "VALUES (currval('users_id_seq'), 'video', 'Live', '/live.webm')",
+        "INSERT INTO contents (owner_id, kind, title, file_path, size_bytes) "
+        "VALUES (currval('users_id_seq'), 'file', 'Doc', 'alice/doc.pdf', 10)",
+        statement,
+        "ROLLBACK",
+    ])
+    result = psql(address, "streamcloud", PASSWORDS["streamcloud"], sql, ca=server_ca)
+    if error is None:
+        assert result.returncode == 0, result.stderr
+    else:
+        assert result.returncode != 0
+        assert error in result.stderr
+
+
+def test_updated_at_follows_updates(address, server_ca):
+    sql = (
+        "BEGIN; INSERT INTO users (username, email, created_at, updated_at) "
+        "VALUES ('bob', 'bob@example.org', now() - interval '1 day', now() - interval '1 day'); "
+        "UPDATE users SET display_name = 'Bob' WHERE username = 'bob'; "
+        "SELECT updated_at > created_at + interval '1 hour' FROM users WHERE username = 'bob'; ROLLBACK;"
+    )
+    result = psql(address, "streamcloud", PASSWORDS["streamcloud"], sql, ca=server_ca)
+    assert result.returncode == 0, result.stderr
+    assert "t" in result.stdout.split()
+
+
+def test_reporting_role_reads_but_cannot_write(address, server_ca):
+    read = psql(address, "reporting", PASSWORDS["reporting"], "SELECT count(*) FROM contents", ca=server_ca)
+    assert read.returncode == 0, read.stderr
+    write = psql(address, "reporting", PASSWORDS["reporting"],
+                 "INSERT INTO users (username, email) VALUES ('eve', 'eve@example.org')", ca=server_ca)
+    assert write.returncode != 0
+    assert "permission denied for table users" in write.stderr
+
+
+def test_public_cannot_connect_to_the_platform_database(host):
+    acl = superuser_sql(host, "SELECT datacl::text FROM pg_database WHERE datname = 'streamcloud'", dbname="postgres")
+    assert "=c" not in acl.replace("streamcloud=", "").replace("reporting=", "")
+    assert "reporting=c/" in acl
+
+
+def test_rerun_changes_nothing_and_never_shows_passwords(host, playbook, molecule_scenario_dir):
+    result = playbook(molecule_scenario_dir / "converge.yml")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "changed=0" in output
+    for password in PASSWORDS.values():
+        assert password not in output
+
+
+def test_check_mode_changes_nothing(playbook, molecule_scenario_dir):
+    result = playbook(molecule_scenario_dir / "converge.yml", check=True)
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode == 0, output[-3000:]
+    assert "changed=0" in output
+
+
+STATE_FILES = "/etc/postgresql/*/main/conf.d/50-streamcloud.conf /etc/postgresql/*/main/pg_hba.conf"
+
+
+@pytest.mark.parametrize(
+    ("extra_vars", "message"),
+    [
+        pytest.param({"postgresql_hba_entries": [{"database": "all", "user": "all", "address": "10.0.0.0/8",
+                                                  "method": "magic"}]},
+                     "postgresql_hba_entries:", id="unknown-auth-method"),
+        pytest.param({"postgresql_hba_entries": [{"database": "all", "user": "all", "address": "10.0.0.0/8",
+                                                  "method": "trust"}]},
+                     "set postgresql_hba_allow_weak: true only if you really mean it", id="trust"),
+        pytest.param({"postgresql_hba_entries": [{"database": "all", "user": "all", "address": "10.0.0.0/8",
+                                                  "method": "md5"}]},
+                     "set postgresql_hba_allow_weak: true only if you really mean it", id="md5"),
+        pytest.param({"postgresql_databases": [{"name": "streamcloud", "owner": "streamcloud"},
+                                               {"name": "media", "owner": "nobody_declared"}]},
+                     "postgresql_databases: database 'media' is owned by 'nobody_declared'", id="undeclared-owner"),
+        pytest.param({"postgresql_memory_share": 1.5},
+                     "postgresql_memory_share is the share", id="memory-share-above-1"),
+        pytest.param({"postgresql_users": [{"name": "streamcloud", "password": "changeme"}]},
+                     "postgresql_users: role 'streamcloud' is refused", id="well-known-password"),
+        pytest.param({"postgresql_allowed_networks": ["10.0.0.0"]},
+                     "postgresql_allowed_networks: '10.0.0.0' is not a network in CIDR form",
+                     id="network-without-prefix"),
+    ],
+)
+def test_bad_input_fails_before_any_change(host, playbook, molecule_scenario_dir, extra_vars, message):
+    before = host.check_output(f"sha256sum {STATE_FILES}")
+    result = playbook(molecule_scenario_dir / "converge.yml", extra_vars)
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0
+    assert message in output, output[-3000:]
+    assert "changed=0" in output
+    assert "changeme" not in output.replace("(hackme, changeme...)", "")
+    assert host.check_output(f"sha256sum {STATE_FILES}") == before
+
+
+@pytest.fixture()
+def migrations_copy(tmp_path) -> Path:
+    target = tmp_path / "migrations"
+    shutil.copytree(ROLE_DIR / "files" / "migrations", target)
+    return target
+
+
+def test_edited_applied_migration_is_refused(host, playbook, molecule_scenario_dir, migrations_copy):
+    first = sorted(migrations_copy.glob("*.sql"))[0]
+    first.write_text(first.read_text() + "\n-- edited after it was applied\n")
+    before = superuser_sql(host, "SELECT count(*) FROM schema_migrations")
+    result = playbook(molecule_scenario_dir / "converge.yml", {"postgresql_migrations_dir": str(migrations_copy)})
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0
+    assert f"applied migration(s) {first.name} changed" in output, output[-3000:]
+    assert superuser_sql(host, "SELECT count(*) FROM schema_migrations") == before
+
+
+def test_new_migration_file_is_all_it_takes(host, playbook, molecule_scenario_dir, migrations_copy):
+    number = len(MIGRATIONS) + 1
+    new = migrations_copy / f"{number:04d}_add_contents_duration.sql"
+    new.write_text("ALTER TABLE contents ADD COLUMN duration_seconds integer CHECK (duration_seconds >= 0);\n")
+    try:
+        result = playbook(molecule_scenario_dir / "converge.yml", {"postgresql_migrations_dir": str(migrations_copy)})
+        assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+        assert superuser_sql(host, "SELECT max(version) FROM schema_migrations") == str(number)
+        assert superuser_sql(host, "SELECT count(*) FROM information_schema.columns "
+                                   "WHERE table_name = 'contents' AND column_name = 'duration_seconds'") == "1"
+        again = playbook(molecule_scenario_dir / "converge.yml", {"postgresql_migrations_dir": str(migrations_copy)})
+        assert "changed=0" in again.stdout, again.stdout[-3000:]
+    finally:
+        superuser_sql(host, "; ".join([
+            "BEGIN",
+            "ALTER TABLE contents DROP COLUMN IF EXISTS duration_seconds",
+            "DELETE FROM schema_migrations WHERE name = 'add_contents_duration'",
+            "COMMIT",
+        ]))
+
+
+def test_failing_migration_is_rolled_back(host, playbook, molecule_scenario_dir, migrations_copy):
+    number = len(MIGRATIONS) + 1
+    (migrations_copy / f"{number:04d}_broken.sql").write_text(
+        "ALTER TABLE contents ADD COLUMN half_done integer;\nSELECT no_such_function();\n")
+    result = playbook(molecule_scenario_dir / "converge.yml", {"postgresql_migrations_dir": str(migrations_copy)})
+    assert result.returncode != 0
+    assert "no_such_function" in result.stdout + result.stderr
+    assert superuser_sql(host, "SELECT max(version) FROM schema_migrations") == str(len(MIGRATIONS))
+    assert superuser_sql(host, "SELECT count(*) FROM information_schema.columns "
+                               "WHERE table_name = 'contents' AND column_name = 'half_done'") == "0"
+
+
+def test_dump_fails_loudly_and_writes_nothing_when_the_server_is_down(host):
+    host.check_output("rm -rf /tmp/dump-down && mkdir /tmp/dump-down")
+    service = host.check_output("systemctl list-units --type=service --no-legend 'postgresql@*' | awk '{print $1}'")
+    host.check_output(f"systemctl stop {service}")
+    try:
+        result = host.run("/usr/local/sbin/streamcloud-pg-dump /tmp/dump-down")
+    finally:
+        host.check_output(f"systemctl start {service}")
+    assert result.rc != 0
+    assert host.check_output("ls -A /tmp/dump-down") == ""
+
+
+def test_dump_and_restore_round_trip(host):
+    """The backup role's hooks: dump, lose a row, restore, find the row; the old database is kept."""
+    superuser_sql(host, "INSERT INTO users (username, email) VALUES ('keeper', 'keeper@example.org')")
+    host.check_output("rm -rf /tmp/dump && /usr/local/sbin/streamcloud-pg-dump /tmp/dump")
+    files = set(host.check_output("ls /tmp/dump").split())
+    assert {"globals.sql", "streamcloud.dump", "postgres.dump", "SHA256SUMS"} <= files
+    assert host.file("/tmp/dump/streamcloud.dump").mode == 0o600
+    assert "CREATE ROLE streamcloud" in host.file("/tmp/dump/globals.sql").content_string
+    superuser_sql(host, "DELETE FROM users WHERE username = 'keeper'")
+
+    restored = host.run("/usr/local/sbin/streamcloud-pg-restore /tmp/dump streamcloud")
+    assert restored.rc == 0, restored.stderr
+    assert superuser_sql(host, "SELECT count(*) FROM users WHERE username = 'keeper'") == "1"
+    assert superuser_sql(host, "SELECT count(*) FROM schema_migrations") == str(len(MIGRATIONS))
+    kept = superuser_sql(host, "SELECT datname FROM pg_database WHERE datname LIKE 'streamcloud_before_restore_%'",
+                         dbname="postgres").split()
+    assert len(kept) == 1
+    assert superuser_sql(host, "SELECT count(*) FROM users WHERE username = 'keeper'", dbname=kept[0]) == "0"
+    # Leave the server as the role made it.
+    superuser_sql(host, f"DROP DATABASE {kept[0]}", dbname="postgres")
+    superuser_sql(host, "DELETE FROM users WHERE username = 'keeper'")
+
+
+def test_restore_refuses_a_corrupted_dump(host):
+    host.check_output("rm -rf /tmp/dump-bad && /usr/local/sbin/streamcloud-pg-dump /tmp/dump-bad")
+    host.check_output("printf 'x' >> /tmp/dump-bad/streamcloud.dump")
+    result = host.run("/usr/local/sbin/streamcloud-pg-restore /tmp/dump-bad streamcloud")
+    assert result.rc != 0
+    assert superuser_sql(host, "SELECT count(*) FROM pg_database WHERE datname LIKE 'streamcloud_%'",
+                         dbname="postgres") == "0"
