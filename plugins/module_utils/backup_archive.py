@@ -256,7 +256,7 @@ def create_archive(paths, dest, source, compression="gzip", compression_level=No
               "databases": [], "changed": True}
     if check_mode:
         entries, skipped = collect([p for p in archive_paths if os.path.lexists(p)], list(excludes), [dest])
-        result.update(files=sum(1 for _, st in entries if stat.S_ISREG(st.st_mode)), skipped=skipped,
+        result.update(files=sum(1 for _path, st in entries if stat.S_ISREG(st.st_mode)), skipped=skipped,
                       would_dump=bool(db_dump_command))
         return result
 

@@ -165,7 +165,7 @@ def _report(config, status, out, write_status=True):
 
 
 def parser():
-    top = argparse.ArgumentParser(prog="streamcloud-backup", description=__doc__.split("\n")[0])
+    top = argparse.ArgumentParser(prog="streamcloud-backup", description=__doc__.split("\n", maxsplit=1)[0])
     sub = top.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="dumps, archive, ship")
     r.add_argument("--config", default="/etc/streamcloud-backup/config.json")

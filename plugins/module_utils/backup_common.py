@@ -75,7 +75,7 @@ def compressor_argv(compression: str, level, threads=None) -> tuple:
     """(compress argv, test argv) for a compressor, checking that it is installed and the level fits."""
     if compression not in COMPRESSORS:
         raise BackupError(f"compression {compression!r} is unknown: choose one of {', '.join(sorted(COMPRESSORS))}")
-    _, compress, test, _ = COMPRESSORS[compression]
+    compress, test = COMPRESSORS[compression][1:3]
     compress = list(compress)
     if level is not None:
         low, high = LEVELS[compression]
@@ -84,7 +84,7 @@ def compressor_argv(compression: str, level, threads=None) -> tuple:
         compress.append(f"-{level}")
     if compression == "pigz" and threads:
         compress += ["-p", str(int(threads))]
-    for program in {compress[0], test[0]}:
+    for program in sorted({compress[0], test[0]}):
         if shutil.which(program) is None:
             raise BackupError(
                 f"compression {compression!r} needs the program {program!r}, which is not installed on this host: "

@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import pwd
+import signal
 import sys
 
 from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common import (
@@ -194,12 +195,19 @@ def dispatch(base, words, stdin, stdout):
     return call()
 
 
-def main(argv=None, base=None):
+def _interrupted(signum, frame):
+    raise Refused(f"interrupted by signal {signum}; nothing partial was kept")
+
+
+def main(argv=None, base=None, handle_signals=True):
     """Entry point when sshd runs the receiver as the account's shell: ``receiver -c 'command'``."""
     argv = sys.argv[1:] if argv is None else argv
     if base is None:
         base = pwd.getpwuid(os.getuid()).pw_dir
     os.umask(0o077)
+    # A dropped connection (sshd sends SIGHUP) or a kill unwinds through the clean-up of put.
+    for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGPIPE) if handle_signals else ():
+        signal.signal(sig, _interrupted)
     if len(argv) != 2 or argv[0] != "-c":
         sys.stderr.write("streamcloud-backup-receive: interactive logins are refused: this account only receives "
                          "backups\n")

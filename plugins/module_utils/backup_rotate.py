@@ -39,7 +39,7 @@ def plan(archives, policy, protect=None):
     check_policy(policy)
     ordered = sorted(archives, key=lambda item: (item[1], item[0]), reverse=True)
     keep = {}
-    for name, _ in ordered[:policy.get("keep_last", 0)]:
+    for name, _when in ordered[:policy.get("keep_last", 0)]:
         keep.setdefault(name, []).append("last")
     buckets = {
         "keep_daily": ("daily", lambda t: t.date()),
@@ -76,7 +76,7 @@ def scan(directory):
 
 def newest_verified(directory, archives, verify=True):
     """The newest archive whose sidecar exists (and, with verify, whose SHA-256 matches it)."""
-    for name, _ in sorted(archives, key=lambda item: (item[1], item[0]), reverse=True):
+    for name, _when in sorted(archives, key=lambda item: (item[1], item[0]), reverse=True):
         path = os.path.join(directory, name)
         recorded = read_sidecar(path)
         if recorded is None:

@@ -120,7 +120,7 @@ def ship(outbox, remote, keep_local=0, check_mode=False, only=None):
     if not isinstance(keep_local, int) or isinstance(keep_local, bool) or keep_local < 0:
         raise BackupError(f"keep_local {keep_local!r} must be 0 or a positive number of local copies")
     archives = pending(outbox)
-    if only is not None and only not in {name for name, _ in archives}:
+    if only is not None and only not in {name for name, _shipped in archives}:
         raise BackupError(f"{os.path.join(outbox, only)} is not a finished archive (no such file or no .sha256)")
     todo = [name for name, shipped in archives if not shipped and (only is None or name == only)]
     result = {"transferred": [], "failed": [], "deleted_local": [], "kept_local": [], "pending": [],
@@ -156,5 +156,5 @@ def ship(outbox, remote, keep_local=0, check_mode=False, only=None):
                 os.unlink(victim)
         result["deleted_local"].append(name)
         result["changed"] = True
-    result["kept_local"] = [name for name, _ in pending(outbox)]
+    result["kept_local"] = [name for name, _shipped in pending(outbox)]
     return result

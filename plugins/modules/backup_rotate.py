@@ -10,18 +10,20 @@ module: backup_rotate
 short_description: Grandfather-father-son retention of archives on the backup host
 version_added: "0.1.0"
 description:
-  - Applies a retention policy per source host to the archives in O(path) (C(<source>-<stamp>.tar.*)): keep the
-    last O(keep_last), and the newest archive of each of the most recent O(keep_daily) days, O(keep_weekly) ISO
+  - Applies a retention policy per source host to the archives in O(path), named C(<source>-<stamp>.tar.*). It keeps
+    the last O(keep_last), and the newest archive of each of the most recent O(keep_daily) days, O(keep_weekly) ISO
     weeks and O(keep_monthly) months that hold one (UTC). The union is kept, the rest is deleted with its
     C(.sha256) sidecar.
   - The newest verified archive of each source (its SHA-256 matches its sidecar) is never deleted.
   - Files that are not archives (partial uploads, notes) are never touched.
-author: streamcloud platform engineers
+author: streamcloud platform engineers (@streamcloud)
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details: Returns what would be kept and deleted; deletes nothing.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 options:
   path:

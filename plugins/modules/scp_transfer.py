@@ -19,12 +19,14 @@ description:
   - The far side is the receiver installed by the backup role as the receiving account's login shell (no
     shell, no access to other hosts' archives); see the role's README for why this is SSH rather than the scp
     protocol.
-author: streamcloud platform engineers
+author: streamcloud platform engineers (@streamcloud)
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details: Lists what would be sent and deleted; makes no connection.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 options:
   path:

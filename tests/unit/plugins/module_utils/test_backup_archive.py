@@ -62,8 +62,8 @@ def test_archive_holds_every_file_with_its_checksum(tree, tmp_path, compression,
     assert f"{rel}/media/skip.tmp" not in names
     manifest = manifest_of(archive)
     clip = (tree / "media" / "clip.bin").read_bytes()
-    assert manifest["files"][f"{rel}/media/clip.bin"] == {"sha256": hashlib.sha256(clip).hexdigest(),
-                                                         "size": len(clip)}
+    expected = {"sha256": hashlib.sha256(clip).hexdigest(), "size": len(clip)}
+    assert manifest["files"][f"{rel}/media/clip.bin"] == expected
     assert manifest["source"] == "web1"
     assert result["files"] == 2
 
@@ -170,7 +170,7 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize(("override", "message"), BAD, ids=[m for _, m in BAD])
+@pytest.mark.parametrize(("override", "message"), BAD, ids=[m for _args, m in BAD])
 def test_bad_input_is_refused_before_any_change(tree, tmp_path, override, message):
     args = {"paths": [str(tree)], "dest": str(tmp_path / "o"), "source": "h", "now": WHEN}
     args.update(override)

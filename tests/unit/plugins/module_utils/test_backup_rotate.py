@@ -128,7 +128,7 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize(("policy", "message"), BAD, ids=[m for _, m in BAD])
+@pytest.mark.parametrize(("policy", "message"), BAD, ids=[m for _args, m in BAD])
 def test_bad_policy_deletes_nothing(tmp_path, policy, message):
     history(tmp_path / "h", days=3)
     with pytest.raises(BackupError, match=message):

@@ -51,7 +51,7 @@ def test_ship_publishes_verified_copies_then_deletes_local(outbox, remote):
 
 @pytest.mark.parametrize("keep", [1, 2, 5])
 def test_keep_local_keeps_the_newest_shipped(outbox, remote, keep):
-    far, _ = remote
+    far = remote[0]
     archives = sorted(n for n in names(outbox) if n.endswith(".tar.gz"))
     result = ship(str(outbox), far, keep_local=keep)
     assert result["kept_local"] == archives[-keep:]
@@ -113,7 +113,7 @@ def test_check_mode_changes_nothing(outbox, remote):
 
 
 def test_archive_without_sidecar_is_never_shipped_or_deleted(outbox, remote):
-    far, _ = remote
+    far = remote[0]
     name = sorted(n for n in names(outbox) if n.endswith(".tar.gz"))[0]
     os.unlink(outbox / (name + ".sha256"))
     result = ship(str(outbox), far)
@@ -134,7 +134,7 @@ BAD_REMOTE = [
 ]
 
 
-@pytest.mark.parametrize(("override", "message"), BAD_REMOTE, ids=[m for _, m in BAD_REMOTE])
+@pytest.mark.parametrize(("override", "message"), BAD_REMOTE, ids=[m for _args, m in BAD_REMOTE])
 def test_bad_remote_settings(override, message):
     args = {"host": "backup", "user": "bk-web1"}
     args.update(override)
@@ -185,7 +185,7 @@ REFUSED = [
 ]
 
 
-@pytest.mark.parametrize(("command", "message"), REFUSED, ids=[c or "empty" for c, _ in REFUSED])
+@pytest.mark.parametrize(("command", "message"), REFUSED, ids=[c or "empty" for c, _msg in REFUSED])
 def test_receiver_refuses(tmp_path, command, message):
     with pytest.raises(rx.Refused, match=message):
         call(tmp_path, command)
@@ -196,7 +196,7 @@ def test_receiver_put_commit_get_list(tmp_path):
     import hashlib
 
     digest = hashlib.sha256(data).hexdigest()
-    answer, _ = call(tmp_path, f"put {NAME} {len(data)}", data)
+    answer, _out = call(tmp_path, f"put {NAME} {len(data)}", data)
     assert answer == {"name": NAME, "size": len(data), "sha256": digest}
     assert not (tmp_path / NAME).exists()  # not published before commit
     assert call(tmp_path, f"commit {NAME} {digest}")[0]["already"] is False
@@ -227,7 +227,7 @@ def test_receiver_mismatch_deletes_the_partial_file(tmp_path):
 
 
 def test_receiver_main_refuses_interactive_login(tmp_path, capsys):
-    assert rx.main([], base=str(tmp_path)) == rx.EXIT_REFUSED
+    assert rx.main([], base=str(tmp_path), handle_signals=False) == rx.EXIT_REFUSED
     assert "interactive logins are refused" in capsys.readouterr().err
 
 

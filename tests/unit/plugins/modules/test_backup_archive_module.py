@@ -62,7 +62,7 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize(("extra", "message"), BAD, ids=[m for _, m in BAD])
+@pytest.mark.parametrize(("extra", "message"), BAD, ids=[m for _args, m in BAD])
 def test_bad_input(run_module, base, extra, message):
     args = dict(base, **extra)
     if extra.get("paths", 0) is None:

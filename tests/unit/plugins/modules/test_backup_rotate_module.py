@@ -58,7 +58,7 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize(("extra", "message"), BAD, ids=[m for _, m in BAD])
+@pytest.mark.parametrize(("extra", "message"), BAD, ids=[m for _args, m in BAD])
 def test_bad_input(run_module, store, extra, message):
     result, failed = run_module(backup_rotate, dict({"path": str(store / "web1")}, **extra))
     assert failed and message in result["msg"]

@@ -60,7 +60,7 @@ def test_check_mode_sends_nothing(run_module, setup):
 
 
 def test_unreachable_fails_and_keeps(run_module, setup, monkeypatch):
-    args, made, _ = setup
+    args, made = setup[:2]
     monkeypatch.setenv("BACKUP_TEST_DOWN", "1")
     result, failed = run_module(scp_transfer, args)
     assert failed
@@ -80,7 +80,7 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize(("extra", "message"), BAD, ids=[m for _, m in BAD])
+@pytest.mark.parametrize(("extra", "message"), BAD, ids=[m for _args, m in BAD])
 def test_bad_input(run_module, setup, extra, message):
     args, _made, far = setup
     args = dict(args, **extra)

@@ -1,0 +1,365 @@
+"""The backup role end to end: real archives, real SSH to the backup host, real faults, real restores.
+
+Commands run inside the containers with `docker exec` (the containers are this scenario's own);
+restores go through playbooks/restore.yml as an operator would run it. The tests run in file order
+and share the containers' state: the full cycle first, then each fault, each ending with nothing lost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import testinfra.utils.ansible_runner
+
+testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(
+    os.environ["MOLECULE_INVENTORY_FILE"]
+).get_hosts("backup_server")
+
+SERVER, WEB, DB = "backup-server", "backup-web", "backup-db"
+ROOT = "/srv/streamcloud-backup"
+OUTBOX = "/var/backups/streamcloud/outbox"
+CLI = "/usr/local/sbin/streamcloud-backup"
+RESTORE = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "playbooks" / "restore.yml"
+CLIENT_SSH = ("ssh -T -o BatchMode=yes -i /etc/streamcloud-backup/id_ed25519 -o IdentitiesOnly=yes "
+              "-o UserKnownHostsFile=/etc/streamcloud-backup/known_hosts")
+
+
+def sh(container: str, command: str, check: bool = False, timeout: int = 300) -> subprocess.CompletedProcess:
+    result = subprocess.run(["docker", "exec", container, "bash", "-c", command],
+                            capture_output=True, text=True, timeout=timeout, check=False)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{container}: {command}: {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def backup(container: str) -> tuple[int, dict]:
+    result = sh(container, f"{CLI} run")
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    assert lines, f"no JSON line from {container}: {result.stdout} {result.stderr}"
+    return result.returncode, json.loads(lines[-1])
+
+
+def outbox(container: str) -> list[str]:
+    out = sh(container, f"ls {OUTBOX}", check=True).stdout.split()
+    return sorted(n for n in out if n.endswith((".tar.gz", ".tar.zst")))
+
+
+def published(source: str) -> list[str]:
+    out = sh(SERVER, f"ls {ROOT}/{source}", check=True).stdout.split()
+    return sorted(n for n in out if n.endswith((".tar.gz", ".tar.zst")))
+
+
+def incoming(source: str) -> list[str]:
+    return sh(SERVER, f"ls -A {ROOT}/{source}/.incoming 2>/dev/null").stdout.split()
+
+
+def tree_digest(container: str, top: str) -> str:
+    """Every file's path, mode, owner and SHA-256, and every symlink's target."""
+    return sh(container, f"cd {top} && find . -printf '%p %y %m %u %l\\n' | sort && "
+                         "find . -type f -print0 | sort -z | xargs -0 sha256sum", check=True).stdout
+
+
+def psql(query: str) -> str:
+    return sh(DB, f"runuser -u postgres -- psql -X -At -d media -c \"{query}\"", check=True).stdout
+
+
+def flip_byte(container: str, path: str) -> None:
+    sh(container, f"python3 -c \"import os; f=open('{path}','r+b'); f.seek(os.path.getsize('{path}')//2); "
+                  f"b=f.read(1); f.seek(-1,1); f.write(bytes([b[0]^255]))\"", check=True)
+
+
+@pytest.fixture(scope="module")
+def known_state():
+    """Known files on the web host, known rows on the database host."""
+    sh(WEB, "mkdir -p /srv/data/media /srv/data/conf && echo 'stream=live' > /srv/data/conf/app.ini && "
+            "chmod 640 /srv/data/conf/app.ini && head -c 3000000 /dev/urandom > /srv/data/media/clip.bin && "
+            "seq 1 20000 > /srv/data/numbers.log && echo scratch > /srv/data/scratch.tmp && "
+            "ln -sfn conf/app.ini /srv/data/current", check=True)
+    psql("DELETE FROM contents; INSERT INTO contents VALUES (1, 'Live concert'), (2, 'Morning news'), "
+         "(3, 'L''été en direct')")
+    return {"files": tree_digest(WEB, "/srv/data"), "rows": psql("SELECT * FROM contents ORDER BY id")}
+
+
+# --- the receiving account --------------------------------------------------------------------
+
+@pytest.mark.parametrize(("command", "refusal"), [
+    ("id", "'id' is not allowed"),
+    ("/bin/sh -i", "'/bin/sh' is not allowed"),
+    ("scp -t /tmp", "'scp' is not allowed"),
+    ("cat /etc/passwd", "'cat' is not allowed"),
+    ("get ../backup-db/x.tar.gz", "is not an archive name"),
+])
+def test_receiving_account_runs_only_the_receiver(command, refusal):
+    result = sh(WEB, f"{CLIENT_SSH} bk-{WEB}@{SERVER} '{command}'")
+    assert result.returncode == 2, result.stderr
+    assert refusal in result.stderr
+
+
+def test_receiving_account_gets_no_tty_sftp_or_forwarding():
+    tty = sh(WEB, f"{CLIENT_SSH.replace('-T', '-tt')} bk-{WEB}@{SERVER} list", timeout=30)
+    assert "PTY allocation request failed" in tty.stderr or tty.returncode != 0
+    sftp = sh(WEB, f"echo ls | sftp -b - -o BatchMode=yes -i /etc/streamcloud-backup/id_ed25519 "
+                   f"-o UserKnownHostsFile=/etc/streamcloud-backup/known_hosts bk-{WEB}@{SERVER}", timeout=30)
+    assert sftp.returncode != 0
+    forward = sh(WEB, f"{CLIENT_SSH} -o ExitOnForwardFailure=yes -N -L 15432:{DB}:5432 bk-{WEB}@{SERVER}",
+                 timeout=30)
+    assert forward.returncode != 0
+
+
+def test_a_client_cannot_read_another_hosts_archives(known_state):
+    assert backup(DB)[0] == 0
+    db_archive = published(DB)[-1]
+    result = sh(WEB, f"{CLIENT_SSH} bk-{WEB}@{SERVER} 'get {db_archive}'")
+    assert result.returncode == 2 and "is not on the backup host" in result.stderr
+    # Even a shell as that account could not: the directories are 0700 per account.
+    denied = sh(SERVER, f"runuser -u bk-{WEB} -s /bin/sh -- -c 'ls {ROOT}/{DB}'")
+    assert denied.returncode != 0 and "Permission denied" in denied.stderr
+    passwd = sh(SERVER, f"getent passwd bk-{WEB}", check=True).stdout
+    assert passwd.strip().endswith(":/usr/local/sbin/streamcloud-backup-receive")
+
+
+# --- full cycle ----------------------------------------------------------------------------------
+
+def test_full_cycle_files_and_rows(known_state, playbook):
+    code, web = backup(WEB)
+    assert code == 0 and web["status"] == "ok", web
+    code, db = backup(DB)
+    assert code == 0 and db["status"] == "ok", db
+    assert db["databases"] == ["globals.sql", "media.dump"]
+    for source, line in ((WEB, web), (DB, db)):
+        assert line["archive"] in published(source)
+        far = sh(SERVER, f"sha256sum {ROOT}/{source}/{line['archive']}", check=True).stdout.split()[0]
+        sidecar = sh(SERVER, f"cat {ROOT}/{source}/{line['archive']}.sha256", check=True).stdout.split()[0]
+        assert far == sidecar == line["sha256"]
+        assert outbox(source) == []
+        status = json.loads(sh(source, "cat /var/lib/streamcloud-backup/status.json", check=True).stdout)
+        assert status["status"] == "ok" and status["archive"] == line["archive"]
+        logged = sh(source, "tail -n 1 /var/log/streamcloud-backup.log", check=True).stdout
+        assert json.loads(logged)["archive"] == line["archive"]
+
+    # Destroy, then restore.
+    sh(WEB, "rm -rf /srv/data/* /srv/data/.[!.]*", check=True)
+    psql("DROP TABLE contents")
+    for source in (WEB, DB):
+        result = playbook(RESTORE, {"restore_source": source})
+        assert result.returncode == 0, result.stdout[-3000:]
+    assert tree_digest(WEB, "/srv/data") == known_state["files"].replace(
+        next(line for line in known_state["files"].splitlines() if "scratch.tmp" in line) + "\n", "", 1)
+    assert "scratch.tmp" not in sh(WEB, "ls /srv/data").stdout
+    assert psql("SELECT * FROM contents ORDER BY id") == known_state["rows"]
+
+
+def test_restore_dry_run_lists_and_changes_nothing(playbook):
+    sh(WEB, "rm /srv/data/conf/app.ini", check=True)
+    result = playbook(RESTORE, {"restore_source": WEB, "restore_dry_run": True})
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "srv/data/conf/app.ini" in result.stdout
+    assert sh(WEB, "test -e /srv/data/conf/app.ini").returncode == 1
+    assert playbook(RESTORE, {"restore_source": WEB}).returncode == 0
+    assert sh(WEB, "cat /srv/data/conf/app.ini", check=True).stdout == "stream=live\n"
+
+
+def test_restore_onto_another_host_into_a_directory(known_state, playbook):
+    archive = published(WEB)[-1]
+    day = archive.split("-")[-1][:8]
+    result = playbook(RESTORE, {"restore_source": WEB, "restore_archive": f"{day[:4]}-{day[4:6]}-{day[6:]}",
+                                "restore_target_host": DB, "restore_target_dir": "/var/tmp/from-web"})
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert tree_digest(DB, "/var/tmp/from-web/srv/data") == tree_digest(WEB, "/srv/data")
+    sh(DB, "rm -rf /var/tmp/from-web", check=True)
+
+
+def test_restore_of_a_missing_archive_names_what_exists(playbook):
+    result = playbook(RESTORE, {"restore_source": WEB, "restore_archive": "1999-01-01"})
+    assert result.returncode != 0
+    assert "No archive of backup-web matches '1999-01-01'" in result.stdout
+
+
+# --- faults ---------------------------------------------------------------------------------------
+
+def test_backup_host_unreachable_keeps_the_archive_and_next_run_ships_both():
+    sh(SERVER, "systemctl stop ssh", check=True)
+    try:
+        code, line = backup(WEB)
+        assert code == 1 and line["status"] == "failed"
+        assert "unreachable" in line["error"] and "kept in" in line["error"]
+        kept = outbox(WEB)
+        assert kept == [line["archive"]]
+        status = json.loads(sh(WEB, "cat /var/lib/streamcloud-backup/status.json", check=True).stdout)
+        assert status["status"] == "failed"
+    finally:
+        sh(SERVER, "systemctl start ssh", check=True)
+    time.sleep(1)
+    code, line = backup(WEB)
+    assert code == 0, line
+    assert line["transferred"] == [kept[0], line["archive"]]
+    assert {kept[0], line["archive"]} <= set(published(WEB))
+    assert outbox(WEB) == []
+
+
+def test_transfer_killed_midway_leaves_nothing_partial_published():
+    """A real ssh upload killed after 2 MB of 40 MB: the far side accepts nothing."""
+    name = "backup-web-20991231T000000Z.tar.gz"
+    size = 40 * 1024 * 1024
+    script = (f"head -c {size} /dev/urandom > /var/tmp/big && mkfifo /var/tmp/feed; "
+              f"{CLIENT_SSH} bk-{WEB}@{SERVER} 'put {name} {size}' < /var/tmp/feed & pid=$!; "
+              "exec 3>/var/tmp/feed; head -c 2097152 /var/tmp/big >&3; "
+              f"for i in $(seq 50); do [ -s {ROOT}/{WEB}/.incoming/{name}.part ] && break; sleep 0.1; done; "
+              "kill -9 $pid; wait $pid; echo exit=$?; exec 3>&-; rm -f /var/tmp/feed /var/tmp/big")
+    result = sh(WEB, script)
+    assert "exit=137" in result.stdout, result.stdout + result.stderr
+    for _ in range(50):
+        if name + ".part" not in incoming(WEB):
+            break
+        time.sleep(0.2)
+    assert name not in published(WEB)
+    assert name + ".part" not in incoming(WEB)
+    listing = json.loads(sh(WEB, f"{CLIENT_SSH} bk-{WEB}@{SERVER} list", check=True).stdout)
+    assert name not in [a["name"] for a in listing["archives"]]
+
+
+def test_checksum_mismatch_on_the_far_side_is_rejected_and_local_kept():
+    sh(SERVER, "systemctl stop ssh", check=True)
+    try:
+        assert backup(WEB)[0] == 1
+    finally:
+        sh(SERVER, "systemctl start ssh", check=True)
+    damaged = outbox(WEB)[0]
+    flip_byte(WEB, f"{OUTBOX}/{damaged}")  # bit rot after the archive was declared good
+    time.sleep(1)
+    code, line = backup(WEB)
+    assert code == 1
+    assert "checksum mismatch" in line["error"] and damaged in line["error"]
+    assert damaged in outbox(WEB)
+    assert damaged not in published(WEB)
+    assert incoming(WEB) == []
+    assert line["archive"] in published(WEB)  # the good archive of this run still went
+    sh(WEB, f"rm {OUTBOX}/{damaged} {OUTBOX}/{damaged}.sha256", check=True)
+
+
+def test_backup_host_disk_full_is_a_clear_error_and_local_kept():
+    owner = sh(SERVER, f"stat -c %u:%g {ROOT}/{WEB}", check=True).stdout.strip().split(":")
+    sh(SERVER, f"mount -t tmpfs -o size=1m,mode=0700,uid={owner[0]},gid={owner[1]} tmpfs {ROOT}/{WEB}", check=True)
+    try:
+        code, line = backup(WEB)
+        assert code == 1
+        assert "out of disk space" in line["error"], line
+        assert outbox(WEB) == [line["archive"]]
+        assert sh(SERVER, f"ls -A {ROOT}/{WEB}/.incoming").stdout.split() == []
+    finally:
+        sh(SERVER, f"umount {ROOT}/{WEB}", check=True)
+    time.sleep(1)
+    code, again = backup(WEB)
+    assert code == 0 and line["archive"] in again["transferred"]
+    assert outbox(WEB) == []
+
+
+def test_two_runs_at_once_the_second_exits_cleanly():
+    sh(WEB, "flock /run/lock/streamcloud-backup.lock sleep 20 >/dev/null 2>&1 &", check=True)
+    time.sleep(1)
+    before = published(WEB)
+    code, line = backup(WEB)
+    assert code == 0 and line["status"] == "skipped" and "another run" in line["message"]
+    assert published(WEB) == before and outbox(WEB) == []
+    # Truly concurrent runs once the lock is free: one works, the other exits cleanly or runs after it.
+    sh(WEB, "while ! flock -n /run/lock/streamcloud-backup.lock true; do sleep 0.5; done", check=True, timeout=60)
+    both = sh(WEB, f"{CLI} run & {CLI} run & wait")
+    statuses = sorted(json.loads(x)["status"] for x in both.stdout.splitlines() if x.startswith("{"))
+    assert statuses in (["ok", "skipped"], ["ok", "ok"])
+    assert outbox(WEB) == []
+
+
+def test_corrupted_archive_is_detected_by_restore(playbook):
+    good = published(WEB)[-1]
+    bad = "backup-web-20991231T235959Z.tar.gz"
+    sh(SERVER, f"cp -p {ROOT}/{WEB}/{good} {ROOT}/{WEB}/{bad} && "
+               f"sed 's/{good}/{bad}/' {ROOT}/{WEB}/{good}.sha256 > {ROOT}/{WEB}/{bad}.sha256", check=True)
+    flip_byte(SERVER, f"{ROOT}/{WEB}/{bad}")
+    sh(WEB, "echo 'edited after the backup' > /srv/data/conf/app.ini", check=True)
+    try:
+        result = playbook(RESTORE, {"restore_source": WEB})  # latest = the corrupted one
+        assert result.returncode != 0
+        assert f"{bad} is corrupted" in result.stdout
+        assert sh(WEB, "cat /srv/data/conf/app.ini").stdout == "edited after the backup\n"
+        # Even handed to the target directly (sidecar "fixed" to match), the manifest check refuses it.
+        sh(WEB, "mkdir -p /var/tmp/r", check=True)
+        subprocess.run(f"docker exec {SERVER} cat {ROOT}/{WEB}/{bad} | docker exec -i {WEB} "
+                       f"sh -c 'cat > /var/tmp/r/{bad}'", shell=True, check=True)  # noqa: S602 - test plumbing
+        direct = sh(WEB, f"{CLI} restore --archive /var/tmp/r/{bad} --sha256 $(sha256sum /var/tmp/r/{bad} | "
+                         "cut -d' ' -f1) --target /var/tmp/r/out")
+        assert direct.returncode == 1 and "is corrupted" in direct.stderr
+        assert sh(WEB, "test -e /var/tmp/r/out/srv").returncode == 1
+    finally:
+        sh(SERVER, f"rm -f {ROOT}/{WEB}/{bad} {ROOT}/{WEB}/{bad}.sha256")
+        sh(WEB, "rm -rf /var/tmp/r")
+
+
+# --- rotation ------------------------------------------------------------------------------------
+
+# Daily archives ending Friday 2026-11-27, policy last 3 / daily 7 / weekly 4 / monthly 12, worked
+# out by hand: last 25-27 Nov; daily 21-27 Nov; weekly (newest of each ISO week) 27, 22, 15, 8 Nov;
+# monthly (newest of each month) 27 Nov, then the last day of Oct 2026 back to Dec 2025.
+EXPECTED = sorted([
+    "20261121", "20261122", "20261123", "20261124", "20261125", "20261126", "20261127",
+    "20261115", "20261108",
+    "20261031", "20260930", "20260831", "20260731", "20260630", "20260531", "20260430", "20260331",
+    "20260228", "20260131", "20251231",
+])
+SYNTH = f"{ROOT}/synthetic"
+MAKE_HISTORY = (
+    "import datetime, hashlib, os\n"
+    f"d = '{SYNTH}'\n"
+    "os.makedirs(d, exist_ok=True)\n"
+    "end = datetime.datetime(2026, 11, 27, 2, 0)\n"
+    "for day in range(400):\n"
+    "    name = 'synthetic-' + (end - datetime.timedelta(days=day)).strftime('%Y%m%dT%H%M%SZ') + '.tar.gz'\n"
+    "    body = name.encode()\n"
+    "    open(os.path.join(d, name), 'wb').write(body)\n"
+    "    open(os.path.join(d, name + '.sha256'), 'w').write(hashlib.sha256(body).hexdigest() + '  ' + name + '\\n')\n"
+)
+POLICY = "--keep-last 3 --keep-daily 7 --keep-weekly 4 --keep-monthly 12"
+
+
+def test_rotation_of_400_days_keeps_exactly_the_policy():
+    sh(SERVER, f"rm -rf {SYNTH} && python3 -c \"{MAKE_HISTORY}\"", check=True)
+    try:
+        check = json.loads(sh(SERVER, f"{CLI} rotate --path {SYNTH} {POLICY} --check", check=True).stdout)
+        assert len(check["deleted"]) == 400 - len(EXPECTED)
+        assert int(sh(SERVER, f"ls {SYNTH} | wc -l", check=True).stdout) == 800
+        done = json.loads(sh(SERVER, f"{CLI} rotate --path {SYNTH} {POLICY}", check=True).stdout)
+        assert sorted(os.path.basename(p) for p in done["deleted"]) == sorted(
+            os.path.basename(p) for p in check["deleted"])
+        left = sh(SERVER, f"ls {SYNTH}", check=True).stdout.split()
+        assert sorted(n.split("-")[1][:8] for n in left if n.endswith(".tar.gz")) == EXPECTED
+        assert len([n for n in left if n.endswith(".sha256")]) == len(EXPECTED)
+    finally:
+        sh(SERVER, f"rm -rf {SYNTH}")
+
+
+def test_rotation_cron_and_backup_cron_are_installed():
+    assert "--recurse" in sh(SERVER, "cat /etc/cron.d/streamcloud-backup-rotate", check=True).stdout
+    for client in (WEB, DB):
+        entry = sh(client, "grep -v '^#' /etc/cron.d/streamcloud-backup", check=True).stdout
+        assert f"{CLI} run" in entry
+
+
+# --- bad input ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ({"backup_compression": "bzip2"}, "backup_compression (gzip, pigz or zstd, got 'bzip2')"),
+    ({"backup_paths": ["relative"]}, "backup_paths (a non-empty list of absolute paths"),
+    ({"backup_rotate_keep_last": 0, "backup_rotate_keep_daily": 0, "backup_rotate_keep_weekly": 0,
+      "backup_rotate_keep_monthly": 0}, "at least one is above 0"),
+    ({"backup_server": "nowhere"}, "backup_server is 'nowhere'"),
+])
+def test_bad_input_fails_before_any_change(playbook, molecule_scenario_dir, extra, message):
+    before = sh(WEB, "md5sum /etc/streamcloud-backup/config.json", check=True).stdout
+    result = playbook(molecule_scenario_dir / "converge.yml", extra)
+    assert result.returncode != 0
+    assert message in result.stdout
+    assert sh(WEB, "md5sum /etc/streamcloud-backup/config.json", check=True).stdout == before
