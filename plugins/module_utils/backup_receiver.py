@@ -5,7 +5,8 @@
 sshd runs ``<shell> -c "<command>"``; the shell is this receiver, so the account has no shell at
 all. It serves only its own directory (the account's home) and only these commands:
 
-  put NAME SIZE     read exactly SIZE bytes from stdin into .incoming/NAME.part
+  put NAME SIZE [SHA]  read exactly SIZE bytes from stdin into .incoming/NAME.part; with SHA,
+                    commit it in the same session (one connection per archive)
   commit NAME SHA   hash .incoming/NAME.part from disk; if it matches, publish it as NAME with a
                     NAME.sha256 sidecar (atomic rename); if not, delete the partial file
   stat NAME         whether NAME is published, its size and recorded checksum
@@ -64,12 +65,16 @@ def _published(base, name):
     return path
 
 
-def put(base, name, size, stdin):
+def put(base, name, size, stdin, sha256=None):
     final = os.path.join(base, _name(name))
     if not size.isdigit():
         raise Refused(f"put: size {size!r} is not a byte count")
+    if sha256 is not None and not SHA256_RE.match(sha256):
+        raise Refused(f"put: {sha256!r} is not a SHA-256 checksum")
     expected = int(size)
     if os.path.exists(final):
+        if sha256 is not None and read_sidecar(final) == sha256:
+            return {"name": name, "sha256": sha256, "size": os.path.getsize(final), "already": True}
         raise Refused(f"{name} is already published; it is never overwritten")
     incoming = os.path.join(base, INCOMING)
     os.makedirs(incoming, mode=0o700, exist_ok=True)
@@ -103,6 +108,8 @@ def put(base, name, size, stdin):
         _unlink(part)
         raise Refused(f"put {name}: the transfer stopped after {received} of {expected} bytes; "
                       "the partial file was deleted")
+    if sha256 is not None:
+        return commit(base, name, sha256)
     return {"name": name, "size": received, "sha256": digest.hexdigest()}
 
 
@@ -179,7 +186,7 @@ def dispatch(base, words, stdin, stdout):
         raise Refused("no command: this account only receives backups (put, commit, stat, verify, list, get)")
     command, args = words[0], words[1:]
     table = {
-        "put": (2, lambda: put(base, args[0], args[1], stdin)),
+        "put": ((2, 3), lambda: put(base, args[0], args[1], stdin, args[2] if len(args) == 3 else None)),
         "commit": (2, lambda: commit(base, args[0], args[1])),
         "stat": (1, lambda: stat_archive(base, args[0])),
         "verify": (1, lambda: verify(base, args[0])),
@@ -189,9 +196,10 @@ def dispatch(base, words, stdin, stdout):
     if command not in table:
         raise Refused(f"{command!r} is not allowed: this account only receives backups "
                       "(put, commit, stat, verify, list, get)")
-    count, call = table[command]
-    if len(args) != count:
-        raise Refused(f"{command} takes {count} argument(s), got {len(args)}")
+    counts, call = table[command]
+    counts = counts if isinstance(counts, tuple) else (counts,)
+    if len(args) not in counts:
+        raise Refused(f"{command} takes {' or '.join(map(str, counts))} argument(s), got {len(args)}")
     return call()
 
 

@@ -3,9 +3,9 @@
 """Ship archives to the backup host over SSH, verify them there, and only then free the outbox.
 
 Each archive in the outbox has a ``.sha256`` sidecar written when it was made and tested. For
-each archive not yet shipped, oldest first: ``stat`` (already there from an interrupted run?),
-``put NAME SIZE`` (streamed into a temporary name on the far side), ``commit NAME SHA`` (the far
-side hashes what it stored and publishes it only if it matches). Then a ``.shipped`` marker is
+each archive not yet shipped, oldest first, one SSH session: ``put NAME SIZE SHA`` (streamed into
+a temporary name on the far side, which then hashes what it stored and publishes it only if it
+matches; "already" when an interrupted run had published it). Then a ``.shipped`` marker is
 written, and shipped archives beyond the newest ``keep_local`` are deleted. An archive that was not
 verified on the far side is never deleted; it is shipped on the next run.
 """
@@ -102,16 +102,11 @@ def ship_one(remote, path):
     sha256 = read_sidecar(path)
     if sha256 is None:
         raise BackupError(f"{path} has no .sha256 sidecar: it was never declared good, so it is not shipped")
-    there = remote.call(f"stat {name}")
-    if there.get("exists"):
-        if there.get("sha256") != sha256:
-            raise BackupError(f"{name} is already on the backup host with another checksum; the local copy is kept")
-        return {"name": name, "sha256": sha256, "size": there.get("size"), "already": True}
     size = os.path.getsize(path)
+    # One session: the far side stores under a temporary name, hashes what it stored and publishes
+    # it only if it matches (or answers "already" when an interrupted run had published it).
     with open(path, "rb") as handle:
-        remote.call(f"put {name} {size}", stdin=handle)
-    # commit hashes the stored file again on the far side and deletes it on a mismatch.
-    done = remote.call(f"commit {name} {sha256}")
+        done = remote.call(f"put {name} {size} {sha256}", stdin=handle)
     return {"name": name, "sha256": sha256, "size": done.get("size"), "already": done.get("already", False)}
 
 

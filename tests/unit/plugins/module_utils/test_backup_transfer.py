@@ -175,7 +175,8 @@ REFUSED = [
     ("/usr/lib/openssh/sftp-server", "is not allowed"),
     ("put ../other/web1-20261127T020000Z.tar.gz 3", "is not an archive name"),
     ("put .ssh 3", "is not an archive name"),
-    ("put web1-20261127T020000Z.tar.gz", "takes 2 argument"),
+    ("put web1-20261127T020000Z.tar.gz", "takes 2 or 3 argument"),
+    ("put web1-20261127T020000Z.tar.gz 3 nothex", "is not a SHA-256"),
     ("put web1-20261127T020000Z.tar.gz -1", "is not a byte count"),
     ("get ../../etc/shadow", "is not an archive name"),
     ("get web1-20261127T020000Z.tar.gz", "is not on the backup host"),
@@ -214,6 +215,22 @@ def test_receiver_put_commit_get_list(tmp_path):
 def test_receiver_refuses_a_short_or_long_upload(tmp_path, sent, announced, message):
     with pytest.raises(rx.Refused, match=message):
         call(tmp_path, f"put {NAME} {announced}", sent)
+    assert os.listdir(tmp_path / ".incoming") == []
+
+
+def test_receiver_put_with_checksum_publishes_in_one_session(tmp_path):
+    import hashlib
+
+    data = os.urandom(3000)
+    digest = hashlib.sha256(data).hexdigest()
+    answer = call(tmp_path, f"put {NAME} {len(data)} {digest}", data)[0]
+    assert answer == {"name": NAME, "sha256": digest, "size": len(data), "already": False}
+    assert (tmp_path / NAME).read_bytes() == data
+    again = call(tmp_path, f"put {NAME} {len(data)} {digest}", data)[0]
+    assert again["already"] is True
+    with pytest.raises(rx.Refused, match="checksum mismatch") as err:
+        call(tmp_path, f"put web1-20261128T020000Z.tar.gz {len(data)} {'2' * 64}", data)
+    assert err.value.code == rx.EXIT_MISMATCH
     assert os.listdir(tmp_path / ".incoming") == []
 
 
