@@ -3,7 +3,7 @@
 
     .venv/bin/python benchmarks/backup/run.py [--size-mb 1024] [--rounds 2]
 
-Data: about 1 GiB of mixed data generated once under /var/tmp/streamcloud-bench-backup/data
+Data: about 1 GiB of mixed data generated once under /var/tmp/streamcloud-bench-backup/data-<size>m
 (text, logs, already-compressed media as random bytes), never in the repository.
 Target: a private sshd started by this script on 127.0.0.1:2222 (host key, keys and config in a
 temporary directory; stopped at the end). Our pipeline logs in with a key whose forced command is
@@ -211,7 +211,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--variants", default="baseline,gzip,pigz,zstd")
     args = parser.parse_args()
-    data, work = BASE / "data", BASE / "work"
+    data, work = BASE / f"data-{args.size_mb}m", BASE / "work"
     generate(data, args.size_mb)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
