@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the systemd-ready test images (streamcloud/<distro>) that Molecule and the lab boot.
 #   scripts/build-images.sh [distro ...]       distros: debian12 debian13 ubuntu2404 (default: debian12)
-# An image that already exists is kept (FORCE=1 rebuilds). A Dockerfile build is tried first; where
+# An image that already exists at the current IMAGE_VERSION is kept (FORCE=1 rebuilds). A Dockerfile build is tried first; where
 # the base image cannot be pulled (no registry), the root file system is made with debootstrap from
 # the Debian archive and imported. Ubuntu needs its own archive, so it is Dockerfile-only.
 set -euo pipefail
@@ -11,13 +11,16 @@ here=$(cd "$(dirname "$0")" && pwd)
 
 declare -A BASE=([debian12]=debian:bookworm [debian13]=debian:trixie [ubuntu2404]=ubuntu:24.04)
 declare -A SUITE=([debian12]=bookworm [debian13]=trixie)
-PACKAGES=python3,systemd,systemd-sysv,sudo,dbus,ca-certificates,iproute2,procps
+# Bump when the image content changes: older images are then rebuilt instead of kept.
+IMAGE_VERSION=3
+# python3-apt as on cloud images: Ansible's apt module needs it for check mode.
+PACKAGES=python3,python3-apt,systemd,systemd-sysv,sudo,dbus,ca-certificates,iproute2,procps
 
 build_with_dockerfile() {
   local distro=$1
   log "$distro: trying a Dockerfile build from ${BASE[$distro]}"
   timeout 120 docker pull -q "${BASE[$distro]}" >/dev/null 2>&1 || return 1
-  docker build -q --build-arg "BASE=${BASE[$distro]}" -t "streamcloud/$distro" "$here/images" >/dev/null
+  docker build -q --build-arg "BASE=${BASE[$distro]}" --label "streamcloud.image-version=$IMAGE_VERSION" -t "streamcloud/$distro" "$here/images" >/dev/null
 }
 
 build_with_debootstrap() {
@@ -43,21 +46,23 @@ EOF
   chroot "$root" sh /tmp/customize.sh
   log "$distro: importing the root file system"
   tar -C "$root" -c . | docker import \
-    -c 'ENV container=docker' -c 'CMD ["/lib/systemd/systemd"]' \
+    -c 'ENV container=docker' -c "LABEL streamcloud.image-version=$IMAGE_VERSION" -c 'CMD ["/lib/systemd/systemd"]' \
     - "streamcloud/$distro" >/dev/null
   rm -rf "$root"
 }
 
 main() {
-  local distros=("$@") started
+  local distros=("$@") started have
   [ ${#distros[@]} -gt 0 ] || distros=("${MOLECULE_DISTRO:-debian12}")
   ensure_docker
   for distro in "${distros[@]}"; do
     [ -n "${BASE[$distro]:-}" ] || die "unknown distro '$distro': choose debian12, debian13 or ubuntu2404"
-    if [ -z "${FORCE:-}" ] && docker image inspect "streamcloud/$distro" >/dev/null 2>&1; then
-      log "$distro: image streamcloud/$distro is present"
+    have=$(docker image inspect -f '{{ index .Config.Labels "streamcloud.image-version" }}' "streamcloud/$distro" 2>/dev/null || true)
+    if [ -z "${FORCE:-}" ] && [ "$have" = "$IMAGE_VERSION" ]; then
+      log "$distro: image streamcloud/$distro (version $IMAGE_VERSION) is present"
       continue
     fi
+    [ -n "$have" ] && log "$distro: image streamcloud/$distro is version ${have:-unknown}; rebuilding as $IMAGE_VERSION"
     started=$(date +%s)
     build_with_dockerfile "$distro" || build_with_debootstrap "$distro"
     log "$distro: image streamcloud/$distro built in $(( $(date +%s) - started )) s"

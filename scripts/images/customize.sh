@@ -42,5 +42,7 @@ for unit in getty.target console-getty.service systemd-firstboot.service \
   ln -sf /dev/null "/etc/systemd/system/$unit"
 done
 
+# Package lists stay, as on a cloud image, so a first run in check mode can resolve packages.
+apt-get update -qq || true
 apt-get clean
-rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /tmp/* /var/tmp/*
+rm -rf /var/cache/apt/*.bin /tmp/* /var/tmp/*
