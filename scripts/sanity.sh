@@ -11,7 +11,10 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 command -v shellcheck >/dev/null 2>&1 || ! is_root_debian || apt_install shellcheck
 dest="${SANITY_ROOT:-${TMPDIR:-/var/tmp}/streamcloud-sanity}/ansible_collections/streamcloud/platform"
 rm -rf "$dest" && mkdir -p "$dest"
-(cd "$here" && git ls-files -co --exclude-standard -z | rsync -a --from0 --files-from=- ./ "$dest/")
+# Only what the collection ships (plus tests/): Molecule scenarios, benchmarks and these scripts
+# are tooling, not collection content, and ruff checks them already.
+(cd "$here" && git ls-files -co --exclude-standard -z -- . ':!molecule' ':!benchmarks' ':!scripts' \
+  | rsync -a --from0 --files-from=- ./ "$dest/")
 cd "$dest"
 # ansible-test fetches a pip bootstrap script from a host that may be unreachable; give it ours.
 pip_version=$(python3 -c 'import ansible_test._internal.python_requirements as r, inspect, re
