@@ -47,7 +47,7 @@ sanity: venv ## ansible-test sanity on the collection
 	@$(STAGE) sanity scripts/sanity.sh
 
 unit: venv ## pytest unit tests (tests/unit)
-	@$(STAGE) unit bash -c 'pytest -q tests/unit; rc=$$?; [ $$rc -eq 5 ] && { echo "no unit tests collected"; rc=0; }; exit $$rc'
+	@$(STAGE) unit pytest -q tests/unit
 
 molecule: setup ## Every Molecule scenario on every distro in DISTROS
 	@$(STAGE) molecule scripts/molecule-all.sh "$(DISTROS)" $(SCENARIOS)
