@@ -220,8 +220,13 @@ def main(argv=None, base=None, handle_signals=True):
         sys.stderr.write("streamcloud-backup-receive: interactive logins are refused: this account only receives "
                          "backups\n")
         return EXIT_REFUSED
+    words = argv[1].split()
+    if words and os.path.basename(words[0]) == "streamcloud-backup-receive":
+        # Run through sshd's ForceCommand (which also catches the in-process internal-sftp
+        # subsystem): the client's request is in SSH_ORIGINAL_COMMAND, set by sshd.
+        words = os.environ.get("SSH_ORIGINAL_COMMAND", "").split()
     try:
-        answer = dispatch(base, argv[1].split(), sys.stdin.buffer, sys.stdout.buffer)
+        answer = dispatch(base, words, sys.stdin.buffer, sys.stdout.buffer)
     except Refused as exc:
         sys.stderr.write(f"streamcloud-backup-receive: {exc}\n")
         return exc.code

@@ -373,7 +373,7 @@ def test_rotation_cron_and_backup_cron_are_installed():
 ])
 def test_bad_input_fails_before_any_change(playbook, molecule_scenario_dir, extra, message):
     before = sh(WEB, "md5sum /etc/streamcloud-backup/config.json", check=True).stdout
-    result = playbook(molecule_scenario_dir / "converge.yml", extra)
+    result = playbook(molecule_scenario_dir / "role_only.yml", extra)
     assert result.returncode != 0
     assert message in result.stdout
     assert sh(WEB, "md5sum /etc/streamcloud-backup/config.json", check=True).stdout == before

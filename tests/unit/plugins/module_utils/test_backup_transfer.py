@@ -256,3 +256,17 @@ def test_receiver_disk_full_keeps_nothing_partial(tmp_path):
         call(tmp_path, f"put {NAME} 3", b"abc")
     assert err.value.code == rx.EXIT_NO_SPACE
     assert os.listdir(tmp_path / ".incoming") == []
+
+
+@pytest.mark.parametrize(("original", "code", "message"), [
+    ("", rx.EXIT_REFUSED, "no command"),
+    ("internal-sftp", rx.EXIT_REFUSED, "'internal-sftp' is not allowed"),
+    ("sftp", rx.EXIT_REFUSED, "'sftp' is not allowed"),
+    ("list", 0, ""),
+])
+def test_receiver_under_force_command_reads_the_original_command(tmp_path, capsys, monkeypatch, original, code,
+                                                                 message):
+    monkeypatch.setenv("SSH_ORIGINAL_COMMAND", original)
+    argv = ["-c", "/usr/local/sbin/streamcloud-backup-receive"]
+    assert rx.main(argv, base=str(tmp_path), handle_signals=False) == code
+    assert message in capsys.readouterr().err
