@@ -365,7 +365,7 @@ def test_rotation_cron_and_backup_cron_are_installed():
 # --- bad input ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("extra", "message"), [
-    ({"backup_compression": "bzip2"}, "backup_compression (gzip, pigz or zstd, got 'bzip2')"),
+    ({"backup_compression": "bzip2"}, "value of backup_compression must be one of: gzip, pigz, zstd, got: bzip2"),
     ({"backup_paths": ["relative"]}, "backup_paths (a non-empty list of absolute paths"),
     ({"backup_rotate_keep_last": 0, "backup_rotate_keep_daily": 0, "backup_rotate_keep_weekly": 0,
       "backup_rotate_keep_monthly": 0}, "at least one is above 0"),
