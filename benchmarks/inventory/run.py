@@ -72,6 +72,7 @@ def inventory_dir(workdir: Path, endpoint: str) -> tuple[Path, Path]:
     inv = workdir / "inventory"
     cache = workdir / "cache"
     shutil.rmtree(inv, ignore_errors=True)
+    shutil.rmtree(cache, ignore_errors=True)  # the cache of the previous size would answer otherwise
     inv.mkdir()
     config = yaml.safe_load((REPO / "inventories/prod/aws_ec2.yml").read_text())
     config.update(endpoint_url=endpoint, cache_connection=str(cache))

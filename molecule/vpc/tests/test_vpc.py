@@ -302,7 +302,9 @@ def test_bad_input_fails_before_any_api_call(ec2, case):
     extra = {**extra, "vpc_project": "badinput", "vpc_aws_endpoint_url": "http://127.0.0.1:9"}
     result = run(PROVISION, extra.pop("vpc_environment", "dev"), extra=extra)
     assert result.returncode != 0
-    assert message in result.stdout, result.stdout[-3000:]
+    # Failures go to stdout or stderr depending on the callback settings (Molecule sends them to stderr).
+    output = result.stdout + result.stderr
+    assert message in output, output[-3000:]
     failed_task = [ln for ln in result.stdout.splitlines() if ln.startswith("TASK [")][-1]
     assert "Check " in failed_task, failed_task
     assert inventory_project_empty(ec2, "badinput")
@@ -359,7 +361,7 @@ def test_teardown_refuses_prod_without_confirmation():
     before = inventory("prod")
     result = run(TEARDOWN, "prod")
     assert result.returncode != 0
-    assert "vpc_teardown_confirm=prod" in result.stdout
+    assert "vpc_teardown_confirm=prod" in result.stdout + result.stderr
     assert inventory("prod") == before
 
 
