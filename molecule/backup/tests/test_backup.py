@@ -58,6 +58,11 @@ def incoming(source: str) -> list[str]:
     return sh(SERVER, f"ls -A {ROOT}/{source}/.incoming 2>/dev/null").stdout.split()
 
 
+def output(result: subprocess.CompletedProcess) -> str:
+    """A playbook's whole output: Molecule's ansible.cfg sends failures to stderr (display_failed_stderr)."""
+    return result.stdout + result.stderr
+
+
 def tree_digest(container: str, top: str) -> str:
     """Every file's path, mode, owner and SHA-256, and every symlink's target."""
     return sh(container, f"cd {top} && find . -printf '%p %y %m %u %l\\n' | sort && "
@@ -177,7 +182,7 @@ def test_restore_onto_another_host_into_a_directory(known_state, playbook):
 def test_restore_of_a_missing_archive_names_what_exists(playbook):
     result = playbook(RESTORE, {"restore_source": WEB, "restore_archive": "1999-01-01"})
     assert result.returncode != 0
-    assert "No archive of backup-web matches '1999-01-01'" in result.stdout
+    assert "No archive of backup-web matches '1999-01-01'" in output(result)
 
 
 # --- faults ---------------------------------------------------------------------------------------
@@ -297,7 +302,7 @@ def test_corrupted_archive_is_detected_by_restore(playbook):
     try:
         result = playbook(RESTORE, {"restore_source": WEB})  # latest = the corrupted one
         assert result.returncode != 0
-        assert f"{bad} is corrupted" in result.stdout
+        assert f"{bad} is corrupted" in output(result)
         assert sh(WEB, "cat /srv/data/conf/app.ini").stdout == "edited after the backup\n"
         # Even handed to the target directly (sidecar "fixed" to match), the manifest check refuses it.
         sh(WEB, "mkdir -p /var/tmp/r", check=True)
@@ -375,5 +380,5 @@ def test_bad_input_fails_before_any_change(playbook, molecule_scenario_dir, extr
     before = sh(WEB, "md5sum /etc/streamcloud-backup/config.json", check=True).stdout
     result = playbook(molecule_scenario_dir / "role_only.yml", extra)
     assert result.returncode != 0
-    assert message in result.stdout
+    assert message in output(result)
     assert sh(WEB, "md5sum /etc/streamcloud-backup/config.json", check=True).stdout == before
