@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # molecule-all.sh "DISTROS" SCENARIO...: `molecule test` for each scenario on each distro, every run
 # to the end, then a summary line; exits non-zero when any run failed. A scenario whose driver is not
-# docker (the moto-backed vpc scenario) runs once, whatever the distro.
+# docker (the moto-backed vpc scenario) runs once, whatever the distro; a scenario with a file
+# molecule/<scenario>/distros runs only on the distros listed there (and in DISTROS).
 set -uo pipefail
 distros=$1; shift
 passed=0; failed=0; summary=()
 for scenario in "$@"; do
   runs=$distros
   grep -qE '^\s*name:\s*(default|delegated)\s*$' "molecule/$scenario/molecule.yml" && runs=${distros%% *}
+  if [ -f "molecule/$scenario/distros" ]; then
+    runs=$(for d in $runs; do grep -qxF "$d" "molecule/$scenario/distros" && echo "$d"; done)
+  fi
   for distro in $runs; do
     start=$(date +%s)
     printf '\n--- molecule test -s %s (%s)\n' "$scenario" "$distro" >&2

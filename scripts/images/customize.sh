@@ -43,6 +43,6 @@ for unit in getty.target console-getty.service systemd-firstboot.service \
 done
 
 # Package lists stay, as on a cloud image, so a first run in check mode can resolve packages.
-apt-get update -qq || true
+apt-get update -qq
 apt-get clean
 rm -rf /var/cache/apt/*.bin /tmp/* /var/tmp/*
