@@ -9,7 +9,8 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 . "$here/scripts/lib.sh"
 # ansible-test's shellcheck test is skipped without the program.
 command -v shellcheck >/dev/null 2>&1 || ! is_root_debian || apt_install shellcheck
-dest="${SANITY_ROOT:-${TMPDIR:-/var/tmp}/streamcloud-sanity}/ansible_collections/streamcloud/platform"
+# One copy per checkout, so two checkouts on one machine never share (and wipe) the same copy.
+dest="${SANITY_ROOT:-${TMPDIR:-/var/tmp}/streamcloud-sanity-$(printf '%s' "$here" | md5sum | cut -c1-8)}/ansible_collections/streamcloud/platform"
 rm -rf "$dest" && mkdir -p "$dest"
 # Only what the collection ships (plus tests/): Molecule scenarios, benchmarks and these scripts
 # are tooling, not collection content, and ruff checks them already.

@@ -126,12 +126,12 @@ changed_while_reading:
   elements: str
 """
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402 - Ansible module layout: imports after the docs
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_archive import (  # noqa: E402 - Ansible module layout: imports after the docs
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.streamcloud.platform.plugins.module_utils.backup_archive import (
     create_archive,
     resolve_dump_command,
 )
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common import BackupError  # noqa: E402 - Ansible module layout: imports after the docs
+from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common import BackupError
 
 
 def main():

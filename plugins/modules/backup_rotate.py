@@ -89,9 +89,9 @@ protected:
   elements: str
 """
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402 - Ansible module layout: imports after the docs
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common import BackupError  # noqa: E402 - Ansible module layout: imports after the docs
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_rotate import RULES, rotate  # noqa: E402 - Ansible module layout: imports after the docs
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common import BackupError
+from ansible_collections.streamcloud.platform.plugins.module_utils.backup_rotate import RULES, rotate
 
 
 def main():

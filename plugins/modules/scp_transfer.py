@@ -108,11 +108,11 @@ kept_local:
   elements: str
 """
 
-import os  # noqa: E402 - Ansible module layout: imports after the docs
+import os
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402 - Ansible module layout: imports after the docs
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common import BackupError  # noqa: E402 - Ansible module layout: imports after the docs
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_transfer import Remote, ship  # noqa: E402 - Ansible module layout: imports after the docs
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common import BackupError
+from ansible_collections.streamcloud.platform.plugins.module_utils.backup_transfer import Remote, ship
 
 
 def main():
