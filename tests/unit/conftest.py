@@ -69,6 +69,19 @@ def local_ssh(tmp_path, monkeypatch):
 
 
 @pytest.fixture
+def ssh_on_path(local_ssh, tmp_path, monkeypatch):
+    """local_ssh reached as plain `ssh` from PATH (as the CLI and module call it), with the
+    receiving account bk-web1 on the far side: returns the receiving root."""
+    program, root = local_ssh
+    (root / "bk-web1").mkdir()
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "ssh").symlink_to(program)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    return root
+
+
+@pytest.fixture
 def tree(tmp_path):
     """A small tree of known files: text, binary, a symlink, an empty dir, an excluded file."""
     top = tmp_path / "data"

@@ -20,13 +20,8 @@ TEMPLATES = REPO / "roles" / "backup" / "templates"
 
 
 @pytest.fixture
-def config(tree, tmp_path, local_ssh, monkeypatch):
-    program, root = local_ssh
-    (root / "bk-web1").mkdir()
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    (bindir / "ssh").symlink_to(program)
-    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+def config(tree, tmp_path, ssh_on_path):
+    root = ssh_on_path
     key = tmp_path / "key"
     key.write_text("unused\n")
     data = {

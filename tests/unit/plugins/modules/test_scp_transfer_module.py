@@ -13,13 +13,8 @@ T0 = datetime.datetime(2026, 11, 27, 2, 0, tzinfo=datetime.timezone.utc)
 
 
 @pytest.fixture
-def setup(tree, tmp_path, local_ssh, monkeypatch):
-    program, root = local_ssh
-    (root / "bk-web1").mkdir()
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    (bindir / "ssh").symlink_to(program)
-    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+def setup(tree, tmp_path, ssh_on_path):
+    root = ssh_on_path
     out = tmp_path / "outbox"
     made = [create_archive([str(tree)], str(out), "web1", now=T0 + datetime.timedelta(hours=h))["name"]
             for h in range(3)]
