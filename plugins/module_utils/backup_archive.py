@@ -36,6 +36,11 @@ from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common
     utcnow,
     write_sidecar,
 )
+from ansible_collections.streamcloud.platform.plugins.module_utils.backup_compress import (
+    Segmented,
+    Single,
+    usable_cores,
+)
 
 PG_DUMP_HOOK = "/usr/local/sbin/streamcloud-pg-dump"
 
@@ -270,13 +275,21 @@ def create_archive(paths, dest, source, compression="gzip", compression_level=No
         "dump_dir": dump_dir if db_dump_command else None, "databases": result["databases"],
         "files": {}, "skipped": list(skipped), "changed_while_reading": [],
     }
-    result.update(_stream_to_disk(final, entries, manifest, compress, test))
+    result.update(_stream_to_disk(final, entries, manifest, compression, compress, test, threads))
     result.update(files=len(manifest["files"]), skipped=manifest["skipped"],
                   changed_while_reading=manifest["changed_while_reading"])
     return result
 
 
-def _stream_to_disk(final, entries, manifest, compress, test):
+def start_compressor(compression, compress, threads, stderr):
+    """The compressor for one archive: gzip on every core as segments, others as one process."""
+    workers = threads or usable_cores()
+    if compression == "gzip" and workers > 1:
+        return Segmented(compress, workers)
+    return Single(compress, stderr)
+
+
+def _stream_to_disk(final, entries, manifest, compression, compress, test, threads):
     part = final + ".part"
     errors = []
     digest = hashlib.sha256()
@@ -288,13 +301,13 @@ def _stream_to_disk(final, entries, manifest, compress, test):
             raise BackupError(f"cannot write {part}: {exc}") from exc
         comp = tester = None
         try:
-            comp = subprocess.Popen(compress, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=comp_err)  # noqa: S603 - argv list, no shell
+            comp = start_compressor(compression, compress, threads, comp_err)
             tester = subprocess.Popen(test, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=test_err)  # noqa: S603 - argv list, no shell
             writer = threading.Thread(target=_write_tar, args=(comp.stdin, entries, manifest, errors), daemon=True)
             writer.start()
             feeding = True
             while True:
-                block = comp.stdout.read(CHUNK)
+                block = comp.read(CHUNK)
                 if not block:
                     break
                 out.write(block)
@@ -308,14 +321,12 @@ def _stream_to_disk(final, entries, manifest, compress, test):
             writer.join()
             with contextlib.suppress(BrokenPipeError):
                 tester.stdin.close()
-            comp_rc, test_rc = comp.wait(), tester.wait()
+            (comp_rc, comp_message), test_rc = comp.finish(), tester.wait()
             out.flush()
             os.fsync(out.fileno())
             out.close()
             if comp_rc != 0:
-                comp_err.seek(0)
-                raise BackupError(f"{compress[0]} failed with exit code {comp_rc}: "
-                                  f"{comp_err.read().decode(errors='replace').strip()}")
+                raise BackupError(f"{compress[0]} failed with exit code {comp_rc}: {comp_message}")
             if test_rc != 0:
                 test_err.seek(0)
                 raise BackupError(f"integrity test ({' '.join(test)}) of the new archive failed: "
@@ -338,11 +349,12 @@ def _stream_to_disk(final, entries, manifest, compress, test):
     return {"sha256": digest.hexdigest(), "size": size}
 
 
-def _discard(part, out, *procs):
-    for proc in procs:
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait()
+def _discard(part, out, comp, tester):
+    if comp is not None:
+        comp.kill()
+    if tester is not None and tester.poll() is None:
+        tester.kill()
+        tester.wait()
     if not out.closed:
         out.close()
     with contextlib.suppress(FileNotFoundError):

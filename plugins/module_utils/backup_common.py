@@ -29,7 +29,7 @@ MANIFEST_NAME = ".streamcloud-backup-manifest.json"
 COMPRESSORS = {
     "gzip": ("gz", ["gzip", "-c"], ["gzip", "-t"], ["gzip", "-dc"]),
     "pigz": ("gz", ["pigz", "-c"], ["gzip", "-t"], ["gzip", "-dc"]),
-    "zstd": ("zst", ["zstd", "-q", "-c", "-T0"], ["zstd", "-q", "-t"], ["zstd", "-q", "-dc"]),
+    "zstd": ("zst", ["zstd", "-q", "-c"], ["zstd", "-q", "-t"], ["zstd", "-q", "-dc"]),
 }
 LEVELS = {"gzip": (1, 9), "pigz": (1, 9), "zstd": (1, 19)}
 
@@ -82,8 +82,12 @@ def compressor_argv(compression: str, level, threads=None) -> tuple:
         if not isinstance(level, int) or isinstance(level, bool) or not low <= level <= high:
             raise BackupError(f"compression_level {level!r} is out of range for {compression}: use {low} to {high}")
         compress.append(f"-{level}")
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 0):
+        raise BackupError(f"threads {threads!r} must be 0 (every core) or a number of threads")
     if compression == "pigz" and threads:
-        compress += ["-p", str(int(threads))]
+        compress += ["-p", str(threads)]
+    if compression == "zstd":
+        compress.append(f"-T{threads or 0}")
     for program in sorted({compress[0], test[0]}):
         if shutil.which(program) is None:
             raise BackupError(

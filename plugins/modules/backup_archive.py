@@ -11,7 +11,8 @@ short_description: Archive paths (and database dumps) into one tested, checksumm
 version_added: "0.1.0"
 description:
   - Runs the database dump command first (when set), then writes one tar archive of O(paths) and the dumps,
-    compressed with gzip (default), pigz or zstd, into O(dest).
+    compressed with gzip (default), pigz or zstd, into O(dest). Every compressor uses every core unless
+    O(threads) says otherwise.
   - The archive holds a manifest with the SHA-256 of every file. It is written to C(<name>.part), tested by the
     compressor's own integrity test, hashed again from disk, and only then renamed to its final name with a
     C(<name>.sha256) sidecar. A failed step leaves no archive behind.
@@ -48,7 +49,13 @@ options:
     description: Compression level (1-9 for gzip and pigz, 1-19 for zstd); the compressor's default when unset.
     type: int
   threads:
-    description: Threads for pigz (zstd uses every core).
+    description:
+      - Cores the compressor may use. Unset or C(0) means every core this process may run on.
+      - C(gzip) is single-threaded, so with more than one core the stream is cut into segments of 8 MiB, each
+        compressed by its own C(gzip) process, and the outputs are joined in order. A gzip file may hold
+        several members (RFC 1952), so the result is an ordinary C(.tar.gz) that C(gzip -d) and C(tar xzf)
+        read as one stream. C(1) gives a single gzip member.
+      - C(pigz -p) and C(zstd -T) take the number directly.
     type: int
   excludes:
     description: Shell patterns matched against the full path and the base name of every entry.

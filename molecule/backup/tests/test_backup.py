@@ -364,7 +364,17 @@ def test_rotation_cron_and_backup_cron_are_installed():
     assert "--recurse" in sh(SERVER, "cat /etc/cron.d/streamcloud-backup-rotate", check=True).stdout
     for client in (WEB, DB):
         entry = sh(client, "grep -v '^#' /etc/cron.d/streamcloud-backup", check=True).stdout
-        assert f"{CLI} run" in entry
+        assert f"nice -n 10 ionice -c2 -n7 {CLI} run" in entry
+
+
+def test_the_cron_command_line_runs_and_ships():
+    # The job exactly as cron would run it (fields 7 on of the entry), nice and ionice included.
+    entry = sh(WEB, "grep -v '^#' /etc/cron.d/streamcloud-backup | grep streamcloud-backup", check=True).stdout
+    job = entry.split(None, 6)[6].strip()
+    sh(WEB, job, check=True)
+    status = json.loads(sh(WEB, "cat /var/lib/streamcloud-backup/status.json", check=True).stdout)
+    assert status["status"] == "ok", status
+    assert status["archive"] in published("backup-web")
 
 
 # --- bad input ---------------------------------------------------------------------------------
@@ -375,6 +385,9 @@ def test_rotation_cron_and_backup_cron_are_installed():
     ({"backup_rotate_keep_last": 0, "backup_rotate_keep_daily": 0, "backup_rotate_keep_weekly": 0,
       "backup_rotate_keep_monthly": 0}, "at least one is above 0"),
     ({"backup_server": "nowhere"}, "backup_server is 'nowhere'"),
+    ({"backup_compression_threads": -1},
+     "backup_compression_threads (0 for every core, or a number of cores, got '-1')"),
+    ({"backup_cron_nice": 25}, "backup_cron_nice (0-19, got '25')"),
 ])
 def test_bad_input_fails_before_any_change(playbook, molecule_scenario_dir, extra, message):
     before = sh(WEB, "md5sum /etc/streamcloud-backup/config.json", check=True).stdout

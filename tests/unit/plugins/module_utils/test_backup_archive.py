@@ -9,12 +9,15 @@ import os
 import shutil
 import subprocess
 import tarfile
+import zlib
 
 import pytest
 from ansible_collections.streamcloud.platform.plugins.module_utils import backup_archive as ba
+from ansible_collections.streamcloud.platform.plugins.module_utils import backup_compress as bc
 from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common import (
     MANIFEST_NAME,
     BackupError,
+    compressor_argv,
     read_sidecar,
     sha256_file,
 )
@@ -66,6 +69,61 @@ def test_archive_holds_every_file_with_its_checksum(tree, tmp_path, compression,
     assert manifest["files"][f"{rel}/media/clip.bin"] == expected
     assert manifest["source"] == "web1"
     assert result["files"] == 2
+
+
+def gzip_members(path):
+    blob, count = open(path, "rb").read(), 0  # noqa: SIM115 - test helper
+    while blob:
+        decomp = zlib.decompressobj(wbits=31)
+        decomp.decompress(blob)
+        assert decomp.eof
+        blob, count = decomp.unused_data, count + 1
+    return count
+
+
+@pytest.mark.parametrize(("threads", "expected_members"), [(1, 1), (3, 5), (0, 5), (None, 5)])
+def test_gzip_on_several_cores_is_one_ordinary_archive(tree, tmp_path, monkeypatch, threads, expected_members):
+    # 300 kB of data in 64 KiB segments: several gzip members, read back as one stream by GNU tar.
+    monkeypatch.setattr(bc, "SEGMENT_SIZE", 64 * 1024)
+    monkeypatch.setattr(ba, "usable_cores", lambda: 2)
+    result = ba.create_archive([str(tree)], str(tmp_path / "o"), "h", threads=threads, excludes=["*.tmp"], now=WHEN)
+    assert gzip_members(result["archive"]) == expected_members
+    extracted = tmp_path / "x"
+    extracted.mkdir()
+    subprocess.run(["tar", "xzf", result["archive"], "-C", str(extracted)], check=True)
+    copy = extracted / str(tree).lstrip("/")
+    assert (copy / "media" / "clip.bin").read_bytes() == (tree / "media" / "clip.bin").read_bytes()
+    assert (copy / "etc" / "app.conf").read_text() == "listen 8080\n"
+    assert manifest_of(result["archive"])["files"][f"{str(tree).lstrip('/')}/media/clip.bin"]["size"] == 300_000
+
+
+def test_one_core_uses_one_gzip_process(tree, tmp_path, monkeypatch):
+    monkeypatch.setattr(ba, "usable_cores", lambda: 1)
+    result = ba.create_archive([str(tree)], str(tmp_path / "o"), "h", now=WHEN)
+    assert gzip_members(result["archive"]) == 1
+
+
+@pytest.mark.parametrize(("compression", "threads", "flag"), [
+    ("pigz", 3, ["-p", "3"]), ("pigz", None, []), ("zstd", 2, ["-T2"]), ("zstd", None, ["-T0"]),
+])
+def test_threads_reach_the_compressor(monkeypatch, compression, threads, flag):
+    monkeypatch.setattr(shutil, "which", lambda program: f"/usr/bin/{program}")
+    compress, _test = compressor_argv(compression, None, threads)
+    assert compress[len(compress) - len(flag):] == flag
+    assert "-p" not in compress or flag
+
+
+def test_segmented_gzip_failure_leaves_no_part(tree, tmp_path, monkeypatch):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "gzip").write_text("#!/bin/sh\ncat >/dev/null\necho 'gzip: No space left on device' >&2\nexit 1\n")
+    (fake / "gzip").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    monkeypatch.setattr(bc, "SEGMENT_SIZE", 64 * 1024)
+    out = tmp_path / "o"
+    with pytest.raises(BackupError, match="gzip failed with exit code 1: gzip: No space left on device"):
+        ba.create_archive([str(tree)], str(out), "h", threads=2, now=WHEN)
+    assert os.listdir(out) == []
 
 
 def test_symlink_and_modes_are_kept(tree, tmp_path):
@@ -165,6 +223,8 @@ BAD = [
     ({"compression": "gzip", "compression_level": 12}, "out of range for gzip: use 1 to 9"),
     ({"compression": "zstd", "compression_level": 0}, "out of range for zstd: use 1 to 19"),
     ({"excludes": [""]}, "is not a non-empty pattern"),
+    ({"threads": -1}, "threads -1 must be 0"),
+    ({"threads": True}, "threads True must be 0"),
     ({"db_dump_command": ["/bin/true"], "dump_dir": None}, "dump_dir is not"),
     ({"dump_dir": "db"}, "dump_dir: 'db' is not an absolute path"),
 ]
