@@ -37,6 +37,7 @@ from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common
     write_sidecar,
 )
 from ansible_collections.streamcloud.platform.plugins.module_utils.backup_compress import (
+    DEFAULT_MAX_WORKERS,
     Segmented,
     Single,
     usable_cores,
@@ -283,7 +284,7 @@ def create_archive(paths, dest, source, compression="gzip", compression_level=No
 
 def start_compressor(compression, compress, threads, stderr):
     """The compressor for one archive: gzip on every core as segments, others as one process."""
-    workers = threads or usable_cores()
+    workers = threads or min(usable_cores(), DEFAULT_MAX_WORKERS)
     if compression == "gzip" and workers > 1:
         return Segmented(compress, workers)
     return Single(compress, stderr)

@@ -50,11 +50,12 @@ options:
     type: int
   threads:
     description:
-      - Cores the compressor may use. Unset or C(0) means every core this process may run on.
-      - C(gzip) is single-threaded, so with more than one core the stream is cut into segments of 8 MiB, each
+      - Cores the compressor may use. Unset or C(0) means every core this process may run on (at most 8 for
+        C(gzip)).
+      - C(gzip) is single-threaded, so with more than one core the stream is cut into segments of 4 MiB, each
         compressed by its own C(gzip) process, and the outputs are joined in order. A gzip file may hold
         several members (RFC 1952), so the result is an ordinary C(.tar.gz) that C(gzip -d) and C(tar xzf)
-        read as one stream. C(1) gives a single gzip member.
+        read as one stream. Each worker holds about 25 MiB of memory. C(1) gives a single gzip member.
       - C(pigz -p) and C(zstd -T) take the number directly.
     type: int
   excludes:

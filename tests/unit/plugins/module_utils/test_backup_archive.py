@@ -97,6 +97,21 @@ def test_gzip_on_several_cores_is_one_ordinary_archive(tree, tmp_path, monkeypat
     assert manifest_of(result["archive"])["files"][f"{str(tree).lstrip('/')}/media/clip.bin"]["size"] == 300_000
 
 
+@pytest.mark.parametrize(("compression", "cores", "threads", "workers"), [
+    ("gzip", 16, None, 8), ("gzip", 16, 0, 8), ("gzip", 16, 12, 12), ("gzip", 4, None, 4),
+    ("gzip", 2, 1, None), ("gzip", 1, None, None), ("zstd", 16, None, None), ("pigz", 16, None, None),
+])
+def test_gzip_workers_default_to_the_cores_up_to_eight(monkeypatch, tmp_path, compression, cores, threads, workers):
+    monkeypatch.setattr(ba, "usable_cores", lambda: cores)
+    with open(tmp_path / "err", "w+b") as err:
+        comp = ba.start_compressor(compression, ["gzip", "-c"], threads, err)
+        try:
+            assert getattr(comp, "workers", None) == workers
+        finally:
+            comp.stdin.close()
+            comp.kill()
+
+
 def test_one_core_uses_one_gzip_process(tree, tmp_path, monkeypatch):
     monkeypatch.setattr(ba, "usable_cores", lambda: 1)
     result = ba.create_archive([str(tree)], str(tmp_path / "o"), "h", now=WHEN)
