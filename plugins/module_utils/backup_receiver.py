@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import pwd
+import shutil
 import signal
 import sys
 
@@ -167,11 +168,7 @@ def listing(base):
 def get(base, name, stdout):
     path = _published(base, name)
     with open(path, "rb") as handle:
-        while True:
-            block = handle.read(CHUNK)
-            if not block:
-                break
-            stdout.write(block)
+        shutil.copyfileobj(handle, stdout, CHUNK)
     stdout.flush()
     return None
 
