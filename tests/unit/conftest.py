@@ -10,6 +10,7 @@ import json
 import os
 import stat
 import sys
+import zlib
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,30 @@ def tree(tmp_path):
     (top / "empty").mkdir()
     (top / "link").symlink_to("etc/app.conf")
     return top
+
+
+@pytest.fixture
+def gzip_members():
+    """gzip_members(blob) -> how many gzip members blob holds, each checked to decompress to its end."""
+
+    def count(blob):
+        number = 0
+        while blob:
+            decomp = zlib.decompressobj(wbits=31)
+            decomp.decompress(blob)
+            assert decomp.eof, "a gzip member is truncated"
+            blob, number = decomp.unused_data, number + 1
+        return number
+
+    return count
+
+
+@pytest.fixture
+def failing_gzip(tmp_path):
+    """A program named gzip (in its own directory) that reads its input, reports a full disk and exits 3."""
+    bindir = tmp_path / "failing-bin"
+    bindir.mkdir()
+    program = bindir / "gzip"
+    program.write_text("#!/bin/sh\ncat >/dev/null\necho 'gzip: No space left on device' >&2\nexit 3\n")
+    program.chmod(0o755)
+    return program

@@ -9,7 +9,7 @@ import os
 import shutil
 import subprocess
 import tarfile
-import zlib
+from pathlib import Path
 
 import pytest
 from ansible_collections.streamcloud.platform.plugins.module_utils import backup_archive as ba
@@ -71,23 +71,14 @@ def test_archive_holds_every_file_with_its_checksum(tree, tmp_path, compression,
     assert result["files"] == 2
 
 
-def gzip_members(path):
-    blob, count = open(path, "rb").read(), 0  # noqa: SIM115 - test helper
-    while blob:
-        decomp = zlib.decompressobj(wbits=31)
-        decomp.decompress(blob)
-        assert decomp.eof
-        blob, count = decomp.unused_data, count + 1
-    return count
-
-
 @pytest.mark.parametrize(("threads", "expected_members"), [(1, 1), (3, 5), (0, 5), (None, 5)])
-def test_gzip_on_several_cores_is_one_ordinary_archive(tree, tmp_path, monkeypatch, threads, expected_members):
+def test_gzip_on_several_cores_is_one_ordinary_archive(tree, tmp_path, monkeypatch, gzip_members, threads,
+                                                      expected_members):
     # 300 kB of data in 64 KiB segments: several gzip members, read back as one stream by GNU tar.
     monkeypatch.setattr(bc, "SEGMENT_SIZE", 64 * 1024)
     monkeypatch.setattr(ba, "usable_cores", lambda: 2)
     result = ba.create_archive([str(tree)], str(tmp_path / "o"), "h", threads=threads, excludes=["*.tmp"], now=WHEN)
-    assert gzip_members(result["archive"]) == expected_members
+    assert gzip_members(Path(result["archive"]).read_bytes()) == expected_members
     extracted = tmp_path / "x"
     extracted.mkdir()
     subprocess.run(["tar", "xzf", result["archive"], "-C", str(extracted)], check=True)
@@ -112,10 +103,10 @@ def test_gzip_workers_default_to_the_cores_up_to_eight(monkeypatch, tmp_path, co
             comp.kill()
 
 
-def test_one_core_uses_one_gzip_process(tree, tmp_path, monkeypatch):
+def test_one_core_uses_one_gzip_process(tree, tmp_path, monkeypatch, gzip_members):
     monkeypatch.setattr(ba, "usable_cores", lambda: 1)
     result = ba.create_archive([str(tree)], str(tmp_path / "o"), "h", now=WHEN)
-    assert gzip_members(result["archive"]) == 1
+    assert gzip_members(Path(result["archive"]).read_bytes()) == 1
 
 
 @pytest.mark.parametrize(("compression", "threads", "flag"), [
@@ -196,16 +187,12 @@ def test_check_mode_writes_nothing(tree, tmp_path):
 
 
 @pytest.mark.parametrize("threads", [1, 2], ids=["one-process", "segments"])
-def test_failed_compressor_leaves_no_part(tree, tmp_path, monkeypatch, threads):
+def test_failed_compressor_leaves_no_part(tree, tmp_path, monkeypatch, failing_gzip, threads):
     # A compressor that dies: the .part is removed and nothing is declared good.
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    (fake / "gzip").write_text("#!/bin/sh\ncat >/dev/null\necho 'gzip: No space left on device' >&2\nexit 1\n")
-    (fake / "gzip").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    monkeypatch.setenv("PATH", f"{failing_gzip.parent}:{os.environ['PATH']}")
     monkeypatch.setattr(bc, "SEGMENT_SIZE", 64 * 1024)
     out = tmp_path / "o"
-    with pytest.raises(BackupError, match="gzip failed with exit code 1: gzip: No space left on device"):
+    with pytest.raises(BackupError, match="gzip failed with exit code 3: gzip: No space left on device"):
         ba.create_archive([str(tree)], str(out), "h", threads=threads, now=WHEN)
     assert os.listdir(out) == []
 
