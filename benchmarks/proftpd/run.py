@@ -27,7 +27,7 @@ from pathlib import Path
 CONTAINER = "proftpd-ftp"
 USER, PASSWORD = "alice", "Lab-only-alice-p4ssword"
 SSH_OPTS = ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-            "-o", "IdentitiesOnly=yes", "-B", "262144", "-R", "64"]
+            "-o", "IdentitiesOnly=yes"]
 
 
 class ReusingFTPS(ftplib.FTP_TLS):
