@@ -16,7 +16,7 @@ LAB_DISTRO ?= debian12
 COLLECTION_LINK := .build/collections/ansible_collections/streamcloud/platform
 STAGE := scripts/stage.sh
 
-.PHONY: help setup venv docker images lint sanity unit molecule test lab lab-down build clean
+.PHONY: help setup venv docker images lint sanity unit offline molecule test lab lab-down build clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -49,10 +49,13 @@ sanity: venv ## ansible-test sanity on the collection
 unit: venv ## pytest unit tests (tests/unit)
 	@$(STAGE) unit pytest -q tests/unit
 
+offline: venv ## Role checks without containers: templates rendered and parsed, bad input, package sources (tests/roles)
+	@$(STAGE) offline pytest -q tests/roles
+
 molecule: setup ## Every Molecule scenario on every distro in DISTROS
 	@$(STAGE) molecule scripts/molecule-all.sh "$(DISTROS)" $(SCENARIOS)
 
-test: lint sanity unit molecule ## Everything CI runs
+test: lint sanity unit offline molecule ## Everything CI runs
 
 build: venv ## Collection tarball (without tests, venvs or caches)
 	@ansible-galaxy collection build --force --output-path .build/dist .
