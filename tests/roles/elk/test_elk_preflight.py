@@ -264,3 +264,11 @@ def test_sha512_for_another_file_is_refused(run_playbook, server, good, package_
     sha.write_text(sha.read_text().replace("kibana", "elasticsearch"))
     result = run_playbook(PLAYBOOK, server, files_source(good, package_dir))
     failed_with(result, f"is for elasticsearch-{VERSION}-amd64.deb, not for kibana-{VERSION}-amd64.deb")
+
+
+def test_platform_pki_is_enough_without_own_certificates(run_playbook, server, good):
+    """With the pki role next to it (this collection), no elk_tls_* is needed: the checks pass."""
+    variables = {k: v for k, v in good.items() if not k.startswith("elk_tls_")}
+    result = run_playbook(PLAYBOOK, server, variables)
+    failed_with(result, "Elastic's packages cannot be had")
+    assert "is not installed next to this role" not in result.stdout
