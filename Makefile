@@ -20,7 +20,7 @@ export MOLECULE_JOBS ?= 2
 # Where the stages of `make test` record their results for the closing table.
 export TEST_SUMMARY ?= $(CURDIR)/.build/test-summary.tsv
 
-.PHONY: help setup venv docker images hosttools lint sanity unit molecule test lab lab-down build clean
+.PHONY: help setup venv docker images hosttools lint sanity unit offline molecule test lab lab-down build clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -56,12 +56,15 @@ hosttools: ## Host programs the unit tests use (pigz, zstd), installed when miss
 unit: venv hosttools ## pytest unit tests (tests/unit)
 	@$(STAGE) unit pytest -q tests/unit
 
+offline: venv ## Role checks without containers: templates rendered and parsed, bad input, package sources (tests/roles)
+	@$(STAGE) offline pytest -q tests/roles
+
 molecule: setup ## Every Molecule scenario on every distro in DISTROS (MOLECULE_JOBS at a time)
 	@$(STAGE) molecule $(BIN)/python scripts/molecule_all.py --distros "$(DISTROS)" $(SCENARIOS)
 
 test: ## Everything CI runs (every stage, even after a failure), then a table of stages and scenarios
 	@mkdir -p .build && : >$(TEST_SUMMARY) && start=$$(date +%s) && rc=0 && \
-	  $(MAKE) --no-print-directory -k lint sanity unit molecule || rc=$$?; \
+	  $(MAKE) --no-print-directory -k lint sanity unit offline molecule || rc=$$?; \
 	  scripts/summary.sh $(TEST_SUMMARY) $$(( $$(date +%s) - start )); exit $$rc
 
 build: venv ## Collection tarball (without tests, venvs or caches)
