@@ -174,6 +174,8 @@ def main() -> int:
     distros = args.distros.split()
 
     LOG_DIR.mkdir(parents=True, exist_ok=True)
+    # Before the `available` hooks, which may use them (curl, say).
+    install_host_packages(args.scenarios)
     runs: list[Run] = []
     for scenario in args.scenarios:
         reason = unavailable(scenario)
@@ -183,7 +185,6 @@ def main() -> int:
                 run.result, run.reason = "skipped", reason
                 say(f"skip   {scenario} ({distro}): {reason}")
             runs.append(run)
-    install_host_packages(sorted({r.scenario for r in runs if r.result == "queued"}))
 
     queue = order([r for r in runs if r.result == "queued"])
     running: list[Run] = []
