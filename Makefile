@@ -20,7 +20,7 @@ export MOLECULE_JOBS ?= 2
 # Where the stages of `make test` record their results for the closing table.
 export TEST_SUMMARY ?= $(CURDIR)/.build/test-summary.tsv
 
-.PHONY: help setup venv docker images hosttools lint sanity unit molecule test lab lab-down build clean
+.PHONY: help setup venv docker images hosttools lint role-docs sanity unit molecule test lab lab-down build clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -42,10 +42,15 @@ images: docker ## Test images for $(DISTROS)
 
 setup: venv images ## Everything the tests and the lab need
 
-lint: venv ## ansible-lint (production), yamllint, ruff
+lint: venv ## ansible-lint (production), yamllint, ruff, role READMEs current, changelog fragments
 	@$(STAGE) yamllint yamllint --strict .
 	@$(STAGE) ansible-lint ansible-lint --offline
 	@$(STAGE) ruff ruff check .
+	@$(STAGE) role-docs scripts/role-docs.sh --check
+	@$(STAGE) changelog antsibull-changelog lint
+
+role-docs: venv ## Write each role README's variables section from its meta/argument_specs.yml
+	@scripts/role-docs.sh
 
 sanity: venv ## ansible-test sanity on the collection
 	@$(STAGE) sanity scripts/sanity.sh
