@@ -20,7 +20,7 @@ export MOLECULE_JOBS ?= 2
 # Where the stages of `make test` record their results for the closing table.
 export TEST_SUMMARY ?= $(CURDIR)/.build/test-summary.tsv
 
-.PHONY: help setup venv docker images hosttools lint role-docs sanity unit molecule test lab lab-down build clean
+.PHONY: help setup venv docker images hosttools lint role-docs sanity unit reuse molecule test lab lab-down build clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -61,12 +61,15 @@ hosttools: ## Host programs the unit tests use (pigz, zstd), installed when miss
 unit: venv hosttools ## pytest unit tests (tests/unit)
 	@$(STAGE) unit pytest -q tests/unit
 
+reuse: setup ## The collection tarball installed into an empty directory applies the common role to a fresh container
+	@$(STAGE) reuse scripts/reuse-test.sh
+
 molecule: setup ## Every Molecule scenario on every distro in DISTROS (MOLECULE_JOBS at a time)
 	@$(STAGE) molecule $(BIN)/python scripts/molecule_all.py --distros "$(DISTROS)" $(SCENARIOS)
 
 test: ## Everything CI runs (every stage, even after a failure), then a table of stages and scenarios
 	@mkdir -p .build && : >$(TEST_SUMMARY) && start=$$(date +%s) && rc=0 && \
-	  $(MAKE) --no-print-directory -k lint sanity unit molecule || rc=$$?; \
+	  $(MAKE) --no-print-directory -k lint sanity unit reuse molecule || rc=$$?; \
 	  scripts/summary.sh $(TEST_SUMMARY) $$(( $$(date +%s) - start )); exit $$rc
 
 build: venv ## Collection tarball (without tests, venvs or caches)
