@@ -96,3 +96,15 @@ def test_a_new_role_without_the_section_fails_the_check_then_gets_one(role):
     assert run(role).returncode == 0
     assert "<!-- END_ANSIBLE_DOCS -->" in readme.read_text()
     assert run("--check", role).returncode == 0
+
+
+def test_a_pipe_in_a_default_stays_inside_its_cell(role):
+    spec = role / "meta" / "argument_specs.yml"
+    spec.write_text(spec.read_text().replace("default: streamcloud/debian12",
+                                             "default: \"{{ images | default('x') | first }}\""))
+    assert run(role).returncode == 0
+    row = next(line for line in (role / "README.md").read_text().splitlines()
+               if line.startswith("| `lab_container_image` |"))
+    # Five cells: the pipes of the Jinja filter are escaped.
+    assert len(row.replace("\\|", "").strip("|").split("|")) == 5
+    assert "`{{ images \\| default('x') \\| first }}`" in row
