@@ -20,7 +20,7 @@ export MOLECULE_JOBS ?= 2
 # Where the stages of `make test` record their results for the closing table.
 export TEST_SUMMARY ?= $(CURDIR)/.build/test-summary.tsv
 
-.PHONY: help setup venv docker images hosttools lint sanity unit offline molecule test lab lab-down build clean
+.PHONY: help setup venv docker images hosttools lint role-docs sanity unit offline reuse molecule test lab lab-down build clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -42,10 +42,15 @@ images: docker ## Test images for $(DISTROS)
 
 setup: venv images ## Everything the tests and the lab need
 
-lint: venv ## ansible-lint (production), yamllint, ruff
+lint: venv ## ansible-lint (production), yamllint, ruff, role READMEs current, changelog fragments
 	@$(STAGE) yamllint yamllint --strict .
 	@$(STAGE) ansible-lint ansible-lint --offline
 	@$(STAGE) ruff ruff check .
+	@$(STAGE) role-docs scripts/role-docs.sh --check
+	@$(STAGE) changelog antsibull-changelog lint
+
+role-docs: venv ## Write each role README's variables section from its meta/argument_specs.yml
+	@scripts/role-docs.sh
 
 sanity: venv ## ansible-test sanity on the collection
 	@$(STAGE) sanity scripts/sanity.sh
@@ -59,12 +64,15 @@ unit: venv hosttools ## pytest unit tests (tests/unit)
 offline: venv ## Role checks without containers: templates rendered and parsed, bad input, package sources (tests/roles)
 	@$(STAGE) offline pytest -q tests/roles
 
+reuse: setup ## The collection tarball installed into an empty directory applies the common role to a fresh container
+	@$(STAGE) reuse scripts/reuse-test.sh
+
 molecule: setup ## Every Molecule scenario on every distro in DISTROS (MOLECULE_JOBS at a time)
 	@$(STAGE) molecule $(BIN)/python scripts/molecule_all.py --distros "$(DISTROS)" $(SCENARIOS)
 
 test: ## Everything CI runs (every stage, even after a failure), then a table of stages and scenarios
 	@mkdir -p .build && : >$(TEST_SUMMARY) && start=$$(date +%s) && rc=0 && \
-	  $(MAKE) --no-print-directory -k lint sanity unit offline molecule || rc=$$?; \
+	  $(MAKE) --no-print-directory -k lint sanity unit offline reuse molecule || rc=$$?; \
 	  scripts/summary.sh $(TEST_SUMMARY) $$(( $$(date +%s) - start )); exit $$rc
 
 build: venv ## Collection tarball (without tests, venvs or caches)
