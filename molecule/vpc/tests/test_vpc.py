@@ -198,7 +198,8 @@ def test_security_groups_least_privilege(ec2, env):
     expected = {
         "bastion": {ssh(c) for c in ADMIN_CIDRS},
         "web": {("tcp", 80, 80, "0.0.0.0/0"), ("tcp", 443, 443, "0.0.0.0/0"), ssh("bastion")},
-        "streaming": {("tcp", 8000, 8000, "web"), ssh("bastion")},
+        # Relays (the other streaming hosts) pull the mounts from the master.
+        "streaming": {("tcp", 8000, 8000, "web"), ("tcp", 8000, 8000, "streaming"), ssh("bastion")},
         "database": {("tcp", 5432, 5432, "web"), ("tcp", 5432, 5432, "ftp"), ssh("bastion")},
         "monitoring": {("tcp", 9200, 9200, cidr), ("tcp", 5601, 5601, "web"), ssh("bastion")},
         "ftp": {("tcp", 21, 21, "0.0.0.0/0"), ("tcp", 2222, 2222, "0.0.0.0/0"),
