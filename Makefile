@@ -68,11 +68,13 @@ reuse: setup ## The collection tarball installed into an empty directory applies
 	@$(STAGE) reuse scripts/reuse-test.sh
 
 molecule: setup ## Every Molecule scenario on every distro in DISTROS (MOLECULE_JOBS at a time)
-	@$(STAGE) molecule $(BIN)/python scripts/molecule_all.py --distros "$(DISTROS)" $(SCENARIOS)
+	@$(STAGE) molecule $(BIN)/python scripts/molecule_all.py --distros "$(DISTROS)" $(MOLECULE_ALSO) $(SCENARIOS)
 
+# `make test` runs the offline role checks and the reuse test in the Molecule lanes, beside the scenarios.
 test: ## Everything CI runs (every stage, even after a failure), then a table of stages and scenarios
 	@mkdir -p .build && : >$(TEST_SUMMARY) && start=$$(date +%s) && rc=0 && \
-	  $(MAKE) --no-print-directory -k lint sanity unit offline reuse molecule || rc=$$?; \
+	  $(MAKE) --no-print-directory -k lint sanity unit molecule \
+	    MOLECULE_ALSO="--also 'offline=pytest -q tests/roles' --also reuse=scripts/reuse-test.sh" || rc=$$?; \
 	  scripts/summary.sh $(TEST_SUMMARY) $$(( $$(date +%s) - start )); exit $$rc
 
 build: venv ## Collection tarball (without tests, venvs or caches)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Runs `molecule test` for every scenario on every distro, several at a time, and summarises.
 
-    scripts/molecule_all.py --distros "debian12 debian13" [--jobs 2] SCENARIO...
+    scripts/molecule_all.py --distros "debian12 debian13" [--jobs 2] [--also NAME=COMMAND]... SCENARIO...
 
 - Runs are queued scenario by scenario, first distro first; up to --jobs run at once (env
   MOLECULE_JOBS, default 2), never two runs of one scenario together (they share container names).
@@ -13,6 +13,8 @@
   reported as skipped, with the first line it printed as the reason, never as passed.
 - Each run's output goes to .build/test-logs/<scenario>-<distro>.log and is printed whole when the
   run ends, so parallel runs never interleave in the log.
+- --also NAME=COMMAND queues another container-bound check (the reuse test, say) in the same lanes,
+  so that it overlaps the scenarios instead of running before them; it is reported like a run.
 - Each result is appended to the summary file (env TEST_SUMMARY) that `make test` prints at the end;
   the durations also go to .cache/molecule-durations.json so the next run starts the longest first.
 """
@@ -34,6 +36,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 LOG_DIR = ROOT / ".build" / "test-logs"
 DURATIONS = ROOT / ".cache" / "molecule-durations.json"
+# What a fresh checkout starts from (seconds per run, measured on this project's 2-core CI machine);
+# each run's own figures replace them in DURATIONS.
+ESTIMATES = ROOT / "scripts" / "molecule-durations.json"
 # Molecule 26 looks for a `default` scenario on every run and logs its absence at CRITICAL level,
 # then carries on ("default scenario not found, disabling shared state"). It is not a failure, so
 # the line is kept out of the log rather than alarm whoever reads it.
@@ -52,12 +57,17 @@ class Run:
     seconds: int = 0
     started: float = 0.0
     steps: list[tuple[str, float]] = field(default_factory=list)
+    command: str = ""
     proc: subprocess.Popen | None = field(default=None, repr=False)
     reader: threading.Thread | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
-        return f"{self.scenario}-{self.distro}"
+        return f"{self.scenario}-{self.distro}" if self.distro else self.scenario
+
+    @property
+    def title(self) -> str:
+        return f"{self.scenario} ({self.distro})" if self.distro else self.scenario
 
     @property
     def log(self) -> Path:
@@ -107,12 +117,19 @@ def install_host_packages(scenarios: list[str]) -> None:
                        cwd=ROOT, check=True)
 
 
+def known_durations() -> dict[str, int]:
+    known: dict[str, int] = {}
+    for source in (ESTIMATES, DURATIONS):
+        try:
+            known.update(json.loads(source.read_text()))
+        except (OSError, ValueError):
+            pass
+    return known
+
+
 def order(runs: list[Run]) -> list[Run]:
-    """Longest runs first when the last durations are known (they bound the total); else as given."""
-    try:
-        known = json.loads(DURATIONS.read_text())
-    except (OSError, ValueError):
-        return runs
+    """Longest runs first (they bound the total), from the last durations or the estimates."""
+    known = known_durations()
     return sorted(runs, key=lambda r: -known.get(r.name, 0))
 
 
@@ -127,15 +144,18 @@ def copy_output(run: Run) -> None:
 
 
 def start(run: Run) -> None:
-    env = dict(os.environ, MOLECULE_DISTRO=run.distro, NO_COLOR="1")
+    env = dict(os.environ, NO_COLOR="1")
+    if run.distro:
+        env["MOLECULE_DISTRO"] = run.distro
+    argv = ["bash", "-c", run.command] if run.command else ["molecule", "test", "-s", run.scenario]
     run.started = time.monotonic()
-    run.proc = subprocess.Popen(["molecule", "test", "-s", run.scenario], cwd=ROOT, env=env,
+    run.proc = subprocess.Popen(argv, cwd=ROOT, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, text=True, errors="replace")
     run.reader = threading.Thread(target=copy_output, args=(run,), daemon=True)
     run.reader.start()
     run.result = "running"
-    say(f"start  {run.scenario} ({run.distro})")
+    say(f"start  {run.title}")
 
 
 def step_times(run: Run, end: float) -> str:
@@ -154,12 +174,12 @@ def finish(run: Run, code: int) -> None:
     run.result = "passed" if code == 0 else "FAILED"
     run.reason = step_times(run, end)
     out = sys.stderr
-    out.write(f"\n--- molecule test -s {run.scenario} ({run.distro}) ---\n")
+    out.write(f"\n--- {run.command or f'molecule test -s {run.scenario}'} ({run.distro or 'host'}) ---\n")
     with run.log.open(encoding="utf-8", errors="replace") as log:
         for line in log:
             if not NOISE.search(line):
                 out.write(line)
-    out.write(f"--- {run.scenario} ({run.distro}): {run.result} in {run.seconds} s ({run.reason}) ---\n")
+    out.write(f"--- {run.title}: {run.result} in {run.seconds} s ({run.reason}) ---\n")
     out.flush()
 
 
@@ -167,6 +187,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--distros", required=True, help="space-separated distros")
     parser.add_argument("--jobs", type=int, default=int(os.environ.get("MOLECULE_JOBS", "2")))
+    parser.add_argument("--also", action="append", default=[], metavar="NAME=COMMAND",
+                        help="another check to run in the lanes (a shell command)")
     parser.add_argument("scenarios", nargs="+")
     args = parser.parse_args()
     if args.jobs < 1:
@@ -177,6 +199,11 @@ def main() -> int:
     # Before the `available` hooks, which may use them (curl, say).
     install_host_packages(args.scenarios)
     runs: list[Run] = []
+    for also in args.also:
+        name, sep, command = also.partition("=")
+        if not sep or not name or not command:
+            parser.error(f"--also takes NAME=COMMAND, not {also!r}")
+        runs.append(Run(name, "", command=command))
     for scenario in args.scenarios:
         reason = unavailable(scenario)
         for distro in runs_for(scenario, distros):
@@ -221,7 +248,8 @@ def record(runs: list[Run]) -> None:
     if summary:
         with open(summary, "a", encoding="utf-8") as out:
             for run in runs:
-                out.write(f"molecule {run.scenario} ({run.distro})\t{run.result}: {run.reason}"
+                label = f"molecule {run.title}" if run.distro else run.title
+                out.write(f"{label}\t{run.result}: {run.reason}"
                           f"\t{run.seconds}\n")
     try:
         known = json.loads(DURATIONS.read_text())
