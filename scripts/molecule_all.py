@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -120,10 +121,8 @@ def install_host_packages(scenarios: list[str]) -> None:
 def known_durations() -> dict[str, int]:
     known: dict[str, int] = {}
     for source in (ESTIMATES, DURATIONS):
-        try:
+        with contextlib.suppress(OSError, ValueError):
             known.update(json.loads(source.read_text()))
-        except (OSError, ValueError):
-            pass
     return known
 
 
