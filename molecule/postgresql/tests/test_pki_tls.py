@@ -36,14 +36,18 @@ def platform_ca() -> Path:
     return Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent / "pki" / "lab" / "ca.crt"
 
 
+def self_signed(directory: Path, stem: str, common_name: str) -> Path:
+    """<stem>.crt and <stem>.key in directory: a self-signed P-256 certificate valid for 2 days."""
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-noenc",
+                    "-keyout", str(directory / f"{stem}.key"), "-out", str(directory / f"{stem}.crt"),
+                    "-days", "2", "-subj", f"/CN={common_name}"], check=True, capture_output=True)
+    return directory / f"{stem}.crt"
+
+
 @pytest.fixture(scope="module")
 def other_ca(tmp_path_factory) -> Path:
     """A CA that is not the platform's."""
-    directory = tmp_path_factory.mktemp("other-ca")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-noenc",
-                    "-keyout", str(directory / "ca.key"), "-out", str(directory / "ca.crt"), "-days", "2",
-                    "-subj", "/CN=Another CA"], check=True, capture_output=True)
-    return directory / "ca.crt"
+    return self_signed(tmp_path_factory.mktemp("other-ca"), "ca", "Another CA")
 
 
 def psql(address: str, user: str, password: str, ca: Path, dbname: str = "streamcloud",
@@ -167,9 +171,7 @@ def test_testssl_finds_no_weak_cipher_protocol_or_vulnerability(address, tmp_pat
 def own_certificate(tmp_path_factory) -> dict:
     """A certificate and key of the user's own (self-signed here), and a key that is not its."""
     directory = tmp_path_factory.mktemp("own")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-noenc",
-                    "-keyout", str(directory / "own.key"), "-out", str(directory / "own.crt"), "-days", "2",
-                    "-subj", "/CN=postgresql-db"], check=True, capture_output=True)
+    self_signed(directory, "own", "postgresql-db")
     subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
                     "-out", str(directory / "other.key")], check=True, capture_output=True)
     return {name: (directory / name).read_text() for name in ("own.crt", "own.key", "other.key")}
