@@ -18,10 +18,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 COLLECTIONS = REPO / ".build" / "collections"
-LINK = COLLECTIONS / "ansible_collections" / "streamcloud" / "platform"
-if not LINK.exists():
-    LINK.parent.mkdir(parents=True, exist_ok=True)
-    LINK.symlink_to(Path("../../../.."))
 
 
 # Facts of this machine, gathered by the first run of a test session and reused by the others.
