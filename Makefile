@@ -15,8 +15,12 @@ SCENARIOS ?= $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/m
 LAB_DISTRO ?= debian12
 COLLECTION_LINK := .build/collections/ansible_collections/streamcloud/platform
 STAGE := scripts/stage.sh
+# Parallel Molecule runs (scripts/molecule_all.py; never two runs of one scenario at once).
+export MOLECULE_JOBS ?= 2
+# Where the stages of `make test` record their results for the closing table.
+export TEST_SUMMARY ?= $(CURDIR)/.build/test-summary.tsv
 
-.PHONY: help setup venv docker images lint sanity unit molecule test lab lab-down build clean
+.PHONY: help setup venv docker images hosttools lint role-docs sanity unit offline reuse molecule test lab lab-down build clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,21 +42,40 @@ images: docker ## Test images for $(DISTROS)
 
 setup: venv images ## Everything the tests and the lab need
 
-lint: venv ## ansible-lint (production), yamllint, ruff
+lint: venv ## ansible-lint (production), yamllint, ruff, role READMEs current, changelog fragments
 	@$(STAGE) yamllint yamllint --strict .
 	@$(STAGE) ansible-lint ansible-lint --offline
 	@$(STAGE) ruff ruff check .
+	@$(STAGE) role-docs scripts/role-docs.sh --check
+	@$(STAGE) changelog antsibull-changelog lint
+
+role-docs: venv ## Write each role README's variables section from its meta/argument_specs.yml
+	@scripts/role-docs.sh
 
 sanity: venv ## ansible-test sanity on the collection
 	@$(STAGE) sanity scripts/sanity.sh
 
-unit: venv ## pytest unit tests (tests/unit)
+hosttools: ## Host programs the unit tests use (pigz, zstd), installed when missing (as root on Debian/Ubuntu)
+	@$(STAGE) hosttools bash -c '. scripts/lib.sh && apt_install pigz zstd'
+
+unit: venv hosttools ## pytest unit tests (tests/unit)
 	@$(STAGE) unit pytest -q tests/unit
 
-molecule: setup ## Every Molecule scenario on every distro in DISTROS
-	@$(STAGE) molecule scripts/molecule-all.sh "$(DISTROS)" $(SCENARIOS)
+offline: venv ## Role checks without containers: templates rendered and parsed, bad input, package sources (tests/roles)
+	@$(STAGE) offline pytest -q tests/roles
 
-test: lint sanity unit molecule ## Everything CI runs
+reuse: setup ## The collection tarball installed into an empty directory applies the common role to a fresh container
+	@$(STAGE) reuse scripts/reuse-test.sh
+
+molecule: setup ## Every Molecule scenario on every distro in DISTROS (MOLECULE_JOBS at a time)
+	@$(STAGE) molecule $(BIN)/python scripts/molecule_all.py --distros "$(DISTROS)" $(MOLECULE_ALSO) $(SCENARIOS)
+
+# `make test` runs the offline role checks and the reuse test in the Molecule lanes, beside the scenarios.
+test: ## Everything CI runs (every stage, even after a failure), then a table of stages and scenarios
+	@mkdir -p .build && : >$(TEST_SUMMARY) && start=$$(date +%s) && rc=0 && \
+	  $(MAKE) --no-print-directory -k lint sanity unit molecule \
+	    MOLECULE_ALSO="--also 'offline=pytest -q tests/roles' --also reuse=scripts/reuse-test.sh" || rc=$$?; \
+	  scripts/summary.sh $(TEST_SUMMARY) $$(( $$(date +%s) - start )); exit $$rc
 
 build: venv ## Collection tarball (without tests, venvs or caches)
 	@ansible-galaxy collection build --force --output-path .build/dist .

@@ -18,4 +18,4 @@ SYSTEM_CA = "/etc/ssl/certs/ca-certificates.crt"
 ensurepip.bootstrap(upgrade=True)
 args = [a for a in sys.argv[1:] if a not in ("--no-setuptools", "--no-wheel")]
 cert = ["--cert", SYSTEM_CA] if os.path.exists(SYSTEM_CA) else []
-subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", *cert, *args])  # noqa: S603
+subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", *cert, *args])

@@ -1,7 +1,7 @@
 """Shared fixtures for the unit tests: the collection on sys.path, a module runner, a local transport.
 
 The collection is imported as ``ansible_collections.streamcloud.platform`` through
-.build/collections (made by ``make venv``; made here when missing).
+.build/collections (made by ``make venv``; tests/conftest.py makes it when missing).
 """
 
 from __future__ import annotations
@@ -17,10 +17,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 COLLECTIONS = REPO / ".build" / "collections"
-LINK = COLLECTIONS / "ansible_collections" / "streamcloud" / "platform"
-if not LINK.exists():
-    LINK.parent.mkdir(parents=True, exist_ok=True)
-    LINK.symlink_to(Path("../../../.."))
 if str(COLLECTIONS) not in sys.path:
     sys.path.insert(0, str(COLLECTIONS))
 

@@ -37,17 +37,19 @@ def address(address_of) -> str:
 
 
 @pytest.fixture(scope="module")
-def server_ca(host, tmp_path_factory) -> Path:
-    """The server's self-signed certificate, which is its own CA: clients verify the server with it."""
-    path = tmp_path_factory.mktemp("tls") / "server.crt"
-    path.write_text(host.file("/etc/postgresql/streamcloud-ssl/server.crt").content_string)
-    return path
+def server_ca() -> Path:
+    """The platform CA's certificate, on the controller (pki role, pki_ca_dir in the scenario's inventory)."""
+    return Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent / "pki" / "lab" / "ca.crt"
 
 
-def psql(address: str, user: str, password: str, sql: str, sslmode: str = "verify-ca",
-         ca: Path | None = None, dbname: str = "streamcloud") -> subprocess.CompletedProcess:
-    """psql from this machine (an allowed address), never raising on a refused connection."""
-    conninfo = f"host={address} port=5432 dbname={dbname} user={user} sslmode={sslmode} connect_timeout=10"
+def psql(address: str, user: str, password: str, sql: str, sslmode: str = "verify-full",
+         ca: Path | None = None, dbname: str = "streamcloud", host: str | None = None) -> subprocess.CompletedProcess:
+    """psql from this machine (an allowed address), never raising on a refused connection.
+
+    verify-full by default: the server's certificate must chain to `ca` and name the host connected to.
+    """
+    conninfo = f"host={host or address} hostaddr={address} port=5432 dbname={dbname} user={user} "
+    conninfo += f"sslmode={sslmode} connect_timeout=10"
     if ca is not None:
         conninfo += f" sslrootcert={ca}"
     env = dict(os.environ, PGPASSWORD=password)
@@ -79,7 +81,7 @@ def test_passwords_are_stored_as_scram(host):
 def test_non_tls_connection_is_refused(address):
     result = psql(address, "streamcloud", PASSWORDS["streamcloud"], "SELECT 1", sslmode="disable")
     assert result.returncode != 0
-    assert "no pg_hba.conf entry" in result.stderr
+    assert "pg_hba.conf rejects connection" in result.stderr
     assert "no encryption" in result.stderr
 
 
@@ -97,14 +99,14 @@ def test_unknown_address_is_refused_even_with_tls_and_password():
         capture_output=True, text=True, timeout=60,
     )
     assert result.returncode != 0
-    assert "no pg_hba.conf entry for host" in result.stderr
+    assert "pg_hba.conf rejects connection for host" in result.stderr
     assert "SSL encryption" in result.stderr
 
 
 def test_pg_hba_has_only_strong_rules(host):
     rules = superuser_sql(host, "SELECT DISTINCT type || ' ' || auth_method FROM pg_hba_file_rules "
                                 "WHERE error IS NULL ORDER BY 1", dbname="postgres")
-    assert set(rules.splitlines()) == {"local peer", "hostssl scram-sha-256"}
+    assert set(rules.splitlines()) == {"local peer", "host reject", "hostssl scram-sha-256"}
     errors = superuser_sql(host, "SELECT count(*) FROM pg_hba_file_rules WHERE error IS NOT NULL", dbname="postgres")
     assert errors == "0"
 
