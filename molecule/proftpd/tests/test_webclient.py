@@ -17,7 +17,8 @@ CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
-PORT = 8090
+# The role's default proftpd_webclient_port, the port the vpc role opens (vpc_ftp_web_client_port).
+PORT = 8080
 
 
 @pytest.fixture(scope="module")
