@@ -6,7 +6,8 @@ container proftpd-ftp with the role applied. OpenSSH's sshd is installed in the 
 the baseline (a bench account with a shell, since sftp-server needs one), so all three protocols
 write to the same disk through the same network. The same client program drives each SFTP server
 (OpenSSH's sftp); FTPS uses Python's ftplib with TLS session reuse (what mod_tls requires).
-Rounds alternate the protocols; the figure to trust is the ratio to OpenSSH in the same round.
+Rounds alternate the protocols (reversed order every other round); the figure to trust is the
+ratio to OpenSSH in the same round.
 
 Usage: benchmarks/proftpd/run.py [--size-mib 1024] [--rounds 2]
 """
@@ -126,13 +127,17 @@ def main() -> int:
                                sftp(ip, 22, "benchssh", key, f"get bench.bin {dst}\nrm bench.bin\n")),
         }
         results: dict[str, dict[str, list[float]]] = {name: {"up": [], "down": []} for name in cases}
-        for _ in range(args.rounds):
-            for name, (up, down) in cases.items():
+        for round_no in range(args.rounds):
+            # Every other round runs the protocols in reverse order, so none always goes first.
+            order = list(cases.items()) if round_no % 2 == 0 else list(reversed(cases.items()))
+            for name, (up, down) in order:
                 results[name]["up"].append(args.size_mib / timed(up))
                 results[name]["down"].append(args.size_mib / timed(down))
                 if dst.read_bytes() != src.read_bytes():
                     sys.exit(f"{name}: downloaded bytes differ")
                 dst.unlink()
+        # The last download leaves the file in alice's home (the FTPS case does not delete it).
+        sftp(ip, 2222, USER, key, "-rm bench.bin\n")()
     print(f"uptime: {sh('uptime').stdout.strip()}")
     print(f"size: {args.size_mib} MiB, rounds: {args.rounds}, server: container {CONTAINER} ({ip})")
     base = results["SFTP (OpenSSH)"]
