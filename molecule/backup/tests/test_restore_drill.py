@@ -134,8 +134,13 @@ CHECKSUMS = {
     "schema_migrations": "SELECT md5(string_agg(m::text, '|' ORDER BY 1)) FROM schema_migrations m",
     "sequences": "SELECT string_agg(sequencename || '=' || coalesce(last_value, 0), ',' ORDER BY sequencename) "
                  "FROM pg_sequences",
-    "constraints": "SELECT md5(string_agg(conrelid::regclass || ' ' || conname || ' ' || pg_get_constraintdef(oid), "
-                   "'|' ORDER BY conrelid::regclass::text, conname)) FROM pg_constraint "
+    # Every field of each constraint, and its definition without parentheses: PostgreSQL prints a
+    # restored `a BETWEEN x AND y AND b` as `((a >= x) AND (a <= y)) AND b` where the original
+    # printed `(a >= x) AND (a <= y) AND b` (a nested AND once the dump re-parses it); same constraint.
+    "constraints": "SELECT string_agg(concat_ws(' ', conrelid::regclass, conname, contype, conkey, "
+                   "confrelid::regclass, confkey, confupdtype, confdeltype, convalidated, condeferrable, "
+                   "regexp_replace(pg_get_constraintdef(oid), '[()]', '', 'g')), "
+                   "'|' ORDER BY conrelid::regclass::text, conname) FROM pg_constraint "
                    "WHERE connamespace = 'public'::regnamespace",
     "table_grants": "SELECT string_agg(relname || ':' || pg_get_userbyid(relowner) || ':' "
                     "|| coalesce(relacl::text, ''), '|' ORDER BY relname) "
