@@ -344,7 +344,9 @@ def test_dump_and_restore_round_trip(host):
     superuser_sql(host, "INSERT INTO users (username, email) VALUES ('keeper', 'keeper@example.org')")
     host.check_output("rm -rf /tmp/dump && /usr/local/sbin/streamcloud-pg-dump /tmp/dump")
     files = set(host.check_output("ls /tmp/dump").split())
-    assert {"globals.sql", "streamcloud.dump", "postgres.dump", "SHA256SUMS"} <= files
+    # The globals and each application database; never the maintenance database (issue 10).
+    assert {"globals.sql", "streamcloud.dump", "streamcloud.properties", "SHA256SUMS"} <= files
+    assert "postgres.dump" not in files
     assert host.file("/tmp/dump/streamcloud.dump").mode == 0o600
     assert "CREATE ROLE streamcloud" in host.file("/tmp/dump/globals.sql").content_string
     superuser_sql(host, "DELETE FROM users WHERE username = 'keeper'")
