@@ -265,6 +265,17 @@ def test_termination_protection(ec2, env):
         assert value["DisableApiTermination"]["Value"] is (tags(i)["Service"] in PROTECTED), tags(i)["Name"]
 
 
+@pytest.mark.parametrize("env", ["dev", "prod"])
+def test_stop_protection(ec2, env):
+    """Deliver: stop protection on the database and backup hosts (a stop request is refused); not on the others."""
+    for i in instances(ec2, env):
+        value = ec2.describe_instance_attribute(InstanceId=i["InstanceId"], Attribute="disableApiStop")
+        assert value["DisableApiStop"]["Value"] is (tags(i)["Service"] in PROTECTED), tags(i)["Name"]
+    database = next(i for i in instances(ec2, env) if tags(i)["Service"] == "database")
+    with pytest.raises(ec2.exceptions.ClientError, match="disableApiStop"):
+        ec2.stop_instances(InstanceIds=[database["InstanceId"]])
+
+
 def data_volumes(ec2, env: str) -> list[dict]:
     found = ec2.describe_volumes(Filters=[*env_filter(env), {"Name": "tag:Role", "Values": ["data"]}])["Volumes"]
     return owned(found, env)
