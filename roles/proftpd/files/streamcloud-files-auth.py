@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """rclone --auth-proxy program for the streamcloud file web client.
 
 rclone passes the browser's user name and password as JSON on stdin and expects the configuration
