@@ -74,12 +74,18 @@ def timed(fn) -> float:
     return time.monotonic() - start
 
 
+def ftps_session(ip, ca):
+    """A logged-in FTPS session with a protected data channel (TLS session reuse required by the server)."""
+    session = ReusingFTPS(context=ssl.create_default_context(cafile=ca), timeout=600)
+    session.connect(ip, 21)
+    session.login(USER, PASSWORD)
+    session.prot_p()
+    return session
+
+
 def ftps_up(ip, ca, src):
     def run():
-        session = ReusingFTPS(context=ssl.create_default_context(cafile=ca), timeout=600)
-        session.connect(ip, 21)
-        session.login(USER, PASSWORD)
-        session.prot_p()
+        session = ftps_session(ip, ca)
         with open(src, "rb") as handle:
             session.storbinary("STOR bench.bin", handle, blocksize=1 << 20)
         session.quit()
@@ -88,10 +94,7 @@ def ftps_up(ip, ca, src):
 
 def ftps_down(ip, ca, dst):
     def run():
-        session = ReusingFTPS(context=ssl.create_default_context(cafile=ca), timeout=600)
-        session.connect(ip, 21)
-        session.login(USER, PASSWORD)
-        session.prot_p()
+        session = ftps_session(ip, ca)
         with open(dst, "wb") as handle:
             session.retrbinary("RETR bench.bin", handle.write, blocksize=1 << 20)
         session.quit()
