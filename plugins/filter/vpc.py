@@ -111,6 +111,29 @@ def vpc_sg_rules(rules, admin_cidrs, vpc_cidr, group_ids):
     return out
 
 
+def vpc_zone_choice(az_info, wanted, count, region):
+    """The zones to use, from amazon.aws.aws_az_info's answer for the region: the zones listed in
+    wanted (in that order) or else the region's available availability zones by name, the first
+    count of them. Returns {zones, problems}: problems says what to fix when a wanted zone is not
+    available in the region or the region has fewer than count zones."""
+    available = sorted(z["zone_name"] for z in az_info
+                       if z.get("zone_type", "availability-zone") == "availability-zone"
+                       and z.get("state") == "available" and z.get("region_name", region) == region)
+    count = int(count)
+    problems = []
+    missing = [z for z in wanted if z not in available]
+    if missing:
+        problems.append(f"vpc_availability_zones names zones that {region} does not offer to this account: "
+                        f"{', '.join(missing)}. {region} offers {', '.join(available) or 'none'}: "
+                        "list those (or leave vpc_availability_zones empty).")
+    pool = list(wanted) if wanted else available
+    if len(pool) < count:
+        problems.append(f"vpc_az_count is {count}, but {region} offers {len(available)} zone(s) here"
+                        f"{' and vpc_availability_zones lists ' + str(len(wanted)) if wanted else ''}: "
+                        f"{', '.join(available) or 'none'}. Lower vpc_az_count or pick another region.")
+    return {"zones": pool[:count], "problems": problems}
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -121,4 +144,5 @@ class FilterModule:
             "vpc_data_volume_plan": vpc_data_volume_plan,
             "vpc_rule_sources": vpc_rule_sources,
             "vpc_sg_rules": vpc_sg_rules,
+            "vpc_zone_choice": vpc_zone_choice,
         }

@@ -436,6 +436,37 @@ def test_bad_input_fails_before_any_api_call(ec2, bad_input, case):
     assert inventory_project_empty(ec2, "badinput")
 
 
+# A region the role's table does not list: its zones come from the API (aws_az_info, issue 18), and
+# a zone it does not offer, or more zones than it has, stops the run at that read, before any change.
+ZONE_CASES = {
+    "zone the region does not offer": ({"vpc_availability_zones": ["ap-south-1a", "ap-south-1q"]},
+                                       "does not offer to this account: ap-south-1q. "
+                                       "ap-south-1 offers ap-south-1a, ap-south-1b, ap-south-1c"),
+    "more zones than the region has": ({"vpc_az_count": 4,
+                                        "vpc_public_subnet_cidrs": [f"10.20.{n}.0/24" for n in range(4)],
+                                        "vpc_private_subnet_cidrs": [f"10.20.{n}.0/24" for n in range(10, 14)]},
+                                       "vpc_az_count is 4, but ap-south-1 offers 3 zone(s) here"),
+}
+
+
+def test_zones_come_from_the_region_and_a_wrong_one_stops_before_any_change(role_cases):
+    ap_south = boto3.client("ec2", endpoint_url=ENDPOINT, region_name="ap-south-1")
+    cases = {case: {"vpc_ami_name_pattern": AMI_PATTERN, "vpc_project": "zonecheck", "vpc_region": "ap-south-1",
+                    "vpc_aws_endpoint_url": ENDPOINT, **extra}
+             for case, (extra, _) in ZONE_CASES.items()}
+    batch = role_cases("localhost", "streamcloud.platform.vpc", cases,
+                       {"vpc_environment": "dev", "ansible_python_interpreter": "{{ ansible_playbook_python }}"},
+                       play={"connection": "local", "gather_facts": False,
+                             "vars_files": [str(REPO / "inventories" / "dev" / "group_vars" / "all" / "vpc.yml")]},
+                       inventory="localhost,")
+    for case, (_, message) in ZONE_CASES.items():
+        assert batch.failed(case), batch.sections.get(case, batch.output)[-3000:]
+        assert message in " ".join(batch.text(case).split()), batch.text(case)[-3000:]
+        assert "Check the zones against the region" in batch.failed_task(case), \
+            batch.failed_task(case)
+    assert inventory_project_empty(ap_south, "zonecheck")
+
+
 # --------------------------------------------------------------------------------------------
 # Changes to a provisioned environment (findings 1, 3, 7, 8)
 # --------------------------------------------------------------------------------------------

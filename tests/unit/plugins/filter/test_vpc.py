@@ -118,3 +118,35 @@ def test_security_group_rules_one_per_source():
     assert vpc.vpc_sg_rules(RULES["bastion"], ["203.0.113.0/24"], "10.20.0.0/16", ids) == [
         {"proto": "tcp", "ports": ["22"], "rule_desc": "admin", "cidr_ip": ["203.0.113.0/24"]}]
     assert vpc.vpc_sg_rules(None, [], "10.20.0.0/16", ids) == []
+
+
+def az(name, state="available", zone_type="availability-zone", region="eu-west-3"):
+    """One zone as amazon.aws.aws_az_info returns it."""
+    return {"zone_name": name, "state": state, "zone_type": zone_type, "region_name": region}
+
+
+EU_WEST_3 = [az("eu-west-3c"), az("eu-west-3a"), az("eu-west-3b"),
+             az("eu-west-3-lz-1a", zone_type="local-zone"), az("eu-west-3d", state="impaired")]
+
+
+def test_zones_default_to_the_regions_available_zones_by_name():
+    choice = vpc.vpc_zone_choice(EU_WEST_3, [], 2, "eu-west-3")
+    assert choice == {"zones": ["eu-west-3a", "eu-west-3b"], "problems": []}
+
+
+def test_zones_listed_by_the_user_keep_their_order():
+    assert vpc.vpc_zone_choice(EU_WEST_3, ["eu-west-3c", "eu-west-3a"], 2, "eu-west-3")["zones"] == [
+        "eu-west-3c", "eu-west-3a"]
+
+
+@pytest.mark.parametrize("zone", ["eu-west-3z", "eu-west-3d", "eu-west-3-lz-1a", "us-east-1a"])
+def test_a_zone_the_region_does_not_offer_is_named(zone):
+    problems = vpc.vpc_zone_choice(EU_WEST_3, ["eu-west-3a", zone], 2, "eu-west-3")["problems"]
+    assert len(problems) == 1
+    assert f"does not offer to this account: {zone}." in problems[0]
+    assert "eu-west-3 offers eu-west-3a, eu-west-3b, eu-west-3c" in problems[0]
+
+
+def test_more_zones_than_the_region_has_says_how_many_it_has():
+    [problem] = vpc.vpc_zone_choice(EU_WEST_3, [], 4, "eu-west-3")["problems"]
+    assert problem.startswith("vpc_az_count is 4, but eu-west-3 offers 3 zone(s) here")
