@@ -21,8 +21,6 @@ import stat
 import struct
 import tarfile
 
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common import CHUNK
-
 XATTR_PREFIX = "SCHILY.xattr."
 ACL_KEYS = {"access": "SCHILY.acl.access", "default": "SCHILY.acl.default"}
 # GNU tar keeps ACLs in their own records (--acls); the same data as xattrs is not compared twice.
@@ -61,14 +59,7 @@ def from_member(info, sha256=None):
 
 def hash_member(tar, info):
     """SHA-256 of a regular member's contents, read from a streamed archive."""
-    digest = hashlib.sha256()
-    handle = tar.extractfile(info)
-    while True:
-        block = handle.read(CHUNK)
-        if not block:
-            break
-        digest.update(block)
-    return digest.hexdigest()
+    return hashlib.file_digest(tar.extractfile(info), "sha256").hexdigest()
 
 
 def member_differences(entry, info, sha256):
