@@ -1,12 +1,16 @@
 # Copyright: streamcloud platform engineers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Archive configured paths: database dumps first, then one tar stream through a compressor.
+"""Archive configured paths: database dumps first, then one GNU tar stream through a compressor.
 
-The tar stream is written by Python (tarfile), which hashes every file as it reads it: the
-manifest (SHA-256 of every file) is the last member of the archive. The compressed bytes are
-written to ``<name>.part``, hashed, and fed at the same time to the compressor's own integrity
-test (``gzip -t`` / ``zstd -t``); the file on disk is then hashed again and must match the stream
-that passed the test. Only then is it renamed to its final name and given a ``.sha256`` sidecar.
+GNU tar writes the archive (POSIX format: extended attributes, ACLs, sparse files, FIFOs, device
+nodes, hard links, directory times, any file name). Its output passes through this process on
+the way to the compressor and is read once more, as a tar stream, by a parser that hashes every
+member and records what it is: the manifest (type, mode, owner, size, mtime, link target,
+xattrs, ACLs, SHA-256 of every file) describes exactly the bytes in the archive. It is appended as
+the last member, in place of GNU tar's end-of-archive blocks. The compressed bytes are written to
+``<name>.part``, hashed, and fed at the same time to the compressor's own integrity test
+(``gzip -t`` / ``zstd -t``); the file on disk is then hashed again and must match the stream that
+passed the test. Only then is it renamed to its final name and given a ``.sha256`` sidecar.
 """
 
 from __future__ import annotations
@@ -14,17 +18,15 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import hashlib
-import io
 import json
 import os
-import shlex
-import shutil
 import stat
 import subprocess
 import tarfile
 import tempfile
 import threading
 
+from ansible_collections.streamcloud.platform.plugins.module_utils import backup_dumps, backup_manifest
 from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common import (
     CHUNK,
     MANIFEST_NAME,
@@ -32,6 +34,7 @@ from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common
     archive_name,
     compressor_argv,
     fsync_dir,
+    printable,
     sha256_file,
     utcnow,
     write_sidecar,
@@ -43,29 +46,16 @@ from ansible_collections.streamcloud.platform.plugins.module_utils.backup_compre
     usable_cores,
 )
 
-PG_DUMP_HOOK = "/usr/local/sbin/streamcloud-pg-dump"
+BLOCK = tarfile.BLOCKSIZE
+# GNU tar, one 512-byte block per record, so that its end-of-archive is exactly two zero blocks.
+TAR_CREATE = [
+    "tar", "--create", "--format=posix", "--blocking-factor=1", "--xattrs", "--xattrs-include=*", "--acls",
+    "--sparse", "--numeric-owner", "--no-recursion", "--ignore-failed-read", "--pax-option=delete=atime,delete=ctime",
+    "--directory=/", "--null", "--no-unquote", "--verbatim-files-from", "--files-from=-", "--file=-",
+]
 
-
-class _HashingReader:
-    """Reads exactly ``size`` bytes of a file and hashes them; pads with zeros if the file shrank."""
-
-    def __init__(self, handle, size):
-        self.handle = handle
-        self.remaining = size
-        self.digest = hashlib.sha256()
-        self.short = False
-
-    def read(self, n=-1):
-        if self.remaining <= 0:
-            return b""
-        n = self.remaining if n is None or n < 0 else min(n, self.remaining)
-        data = self.handle.read(n)
-        if len(data) < n:
-            self.short = True
-            data += b"\0" * (n - len(data))
-        self.remaining -= len(data)
-        self.digest.update(data)
-        return data
+# Kept for callers of the old module path; the logic lives in backup_dumps.
+resolve_dump_command = backup_dumps.resolve_dump_command
 
 
 def _check_abs(kind, value):
@@ -74,165 +64,158 @@ def _check_abs(kind, value):
     return os.path.normpath(value)
 
 
-def resolve_dump_command(setting):
-    """The database dump argv (the dump directory is appended), or None.
-
-    ``''``/``none``: no dumps. ``auto``: the postgresql role's hook when installed, else the
-    built-in PostgreSQL dump when PostgreSQL is installed, else none. Anything else: a command line.
-    """
-    setting = (setting or "").strip()
-    if setting in ("", "none"):
-        return None
-    if setting == "auto":
-        if os.access(PG_DUMP_HOOK, os.X_OK):
-            return [PG_DUMP_HOOK]
-        if shutil.which("pg_dump") and shutil.which("psql") and _user_exists("postgres"):
-            return ["builtin:postgresql"]
-        return None
-    argv = shlex.split(setting)
-    if not argv:
-        return None
-    return argv
-
-
-def _user_exists(name):
-    import pwd
-
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        return False
-    return True
-
-
-def dump_postgresql(directory, runner=("runuser", "-u", "postgres", "--")):
-    """Built-in dump: pg_dump -Fc of every connectable database but postgres, and the globals."""
-    runner = list(runner)
-    listing = subprocess.run(  # noqa: S603 - argv list, no shell
-        [*runner, "psql", "-X", "-At", "-c",
-         "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate AND datname <> 'postgres'"
-         " ORDER BY 1"],
-        capture_output=True, text=True, check=False,
-    )
-    if listing.returncode != 0:
-        raise BackupError(f"listing the PostgreSQL databases failed: {listing.stderr.strip()}")
-    databases = [line for line in listing.stdout.splitlines() if line]
-    jobs = [("globals.sql", [*runner, "pg_dumpall", "--globals-only"])]
-    jobs += [(f"{db}.dump", [*runner, "pg_dump", "-Fc", "--", db]) for db in databases]
-    for filename, argv in jobs:
-        path = os.path.join(directory, filename)
-        with open(path, "wb") as out:
-            result = subprocess.run(argv, stdout=out, stderr=subprocess.PIPE, check=False)  # noqa: S603 - argv list, no shell
-        if result.returncode != 0:
-            raise BackupError(f"{' '.join(argv)} failed: {result.stderr.decode(errors='replace').strip()}")
-    return databases
-
-
-def run_dumps(command, dump_dir):
-    """Runs the dump command into a fresh dump_dir; returns the file names it produced."""
-    if os.path.lexists(dump_dir):
-        shutil.rmtree(dump_dir)
-    os.makedirs(dump_dir, mode=0o700)
-    if command == ["builtin:postgresql"]:
-        dump_postgresql(dump_dir)
-    else:
-        try:
-            result = subprocess.run([*command, dump_dir], capture_output=True, text=True, check=False)  # noqa: S603 - argv list, no shell
-        except OSError as exc:
-            raise BackupError(f"database dump command {command[0]!r} cannot run: {exc}") from exc
-        if result.returncode != 0:
-            raise BackupError(
-                f"database dump command {' '.join(command)} failed with exit code {result.returncode}: "
-                f"{result.stderr.strip()[-500:]}; no archive was made"
-            )
-    files = sorted(os.listdir(dump_dir))
-    if not files:
-        raise BackupError(f"database dump command {' '.join(command)} wrote nothing into {dump_dir}; "
-                          "no archive was made")
-    return files
-
-
 def _excluded(path, patterns):
     base = os.path.basename(path)
     return any(fnmatch.fnmatchcase(path, p) or fnmatch.fnmatchcase(base, p) for p in patterns)
 
 
-def collect(paths, excludes, skip_dirs=()):
-    """Every entry to archive, as (absolute path, lstat), in a stable order; plus what was skipped."""
-    entries, skipped, seen = [], [], set()
-    skip_dirs = [os.path.normpath(d) for d in skip_dirs]
+def _identity(path):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
 
-    def add(path):
-        if path in seen:
-            return None
-        if _excluded(path, excludes) or any(path == d or path.startswith(d + "/") for d in skip_dirs):
+
+def collect(paths, excludes, skip_dirs=()):
+    """Every entry to archive, as (absolute path, lstat), in a stable order; plus what was skipped.
+
+    The order is depth first: a directory, its other entries, then its subdirectories one by
+    one, as GNU tar orders a tree itself, so that it sets each directory's time after its last
+    entry is extracted.
+    ``skip_dirs`` (the outbox) are recognised by identity (device and inode), so a path that
+    reaches them through a symbolic link, or a link that names them, never brings them in.
+    Sockets cannot be archived: they are listed as skipped.
+    """
+    entries, skipped, seen = [], [], set()
+    skip_ids = {i for i in (_identity(d) for d in skip_dirs) if i is not None}
+
+    def consider(path):
+        """The entry's lstat when it is to be archived, else None."""
+        if path in seen or _excluded(path, excludes):
             return None
         try:
             st = os.lstat(path)
         except FileNotFoundError:
             return None
-        if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+        if stat.S_ISDIR(st.st_mode) and (st.st_dev, st.st_ino) in skip_ids:
+            return None
+        if stat.S_ISSOCK(st.st_mode):
             skipped.append(path)
             return None
         seen.add(path)
-        entries.append((path, st))
         return st
 
     for top in paths:
-        st = add(top)
-        if st is None or not stat.S_ISDIR(st.st_mode):
+        if _identity(os.path.realpath(top)) in skip_ids:
             continue
+        st = consider(top)
+        if st is None:
+            continue
+        entries.append((top, st))
+        if not stat.S_ISDIR(st.st_mode):
+            continue
+        directories = {top: st}
         for root, dirs, files in os.walk(top):
-            dirs.sort()
+            if root != top:
+                entries.append((root, directories[root]))
             kept = []
-            for name in dirs:
+            for name in sorted(dirs):
                 full = os.path.join(root, name)
-                st = add(full)
-                if st is not None and stat.S_ISDIR(st.st_mode):
+                st = consider(full)
+                if st is None:
+                    continue
+                if stat.S_ISDIR(st.st_mode):
+                    directories[full] = st
                     kept.append(name)
+                else:  # a symbolic link to a directory: archived as the link
+                    entries.append((full, st))
             dirs[:] = kept
             for name in sorted(files):
-                add(os.path.join(root, name))
+                full = os.path.join(root, name)
+                st = consider(full)
+                if st is not None:
+                    entries.append((full, st))
     return entries, skipped
 
 
-def _write_tar(stream, entries, manifest, errors):
-    """Thread body: the tar stream into the compressor's stdin."""
+def _parse_members(stream, manifest, errors):
+    """Thread body: reads the tar stream GNU tar wrote and records every member in the manifest."""
     try:
-        with tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT, bufsize=CHUNK) as tar:
-            tar.copybufsize = CHUNK
-            for path, _st in entries:
-                arcname = path.lstrip("/") or "."
-                info = tar.gettarinfo(path, arcname=arcname)
-                if info is None:
-                    manifest["skipped"].append(path)
-                    continue
-                if info.isreg():
-                    with open(path, "rb") as handle:
-                        reader = _HashingReader(handle, info.size)
-                        tar.addfile(info, reader)
-                    manifest["files"][arcname] = {"sha256": reader.digest.hexdigest(), "size": info.size}
-                    if reader.short:
-                        manifest["changed_while_reading"].append(arcname)
-                else:
-                    tar.addfile(info)
-            body = json.dumps(manifest, sort_keys=True, indent=1).encode()
-            info = tarfile.TarInfo(MANIFEST_NAME)
-            info.size = len(body)
-            info.mode = 0o600
-            info.mtime = int(manifest["created_epoch"])
-            tar.addfile(info, io.BytesIO(body))
+        with tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK, errors="surrogateescape") as tar:
+            for info in tar:
+                digest = backup_manifest.hash_member(tar, info) if info.isreg() else None
+                manifest["files"][info.name] = backup_manifest.from_member(info, digest)
     except BaseException as exc:  # reported by the main thread
         errors.append(exc)
     finally:
+        # Drain, so that the pump never blocks on a parser that stopped.
+        with contextlib.suppress(OSError):
+            while stream.read(CHUNK):
+                pass
+        stream.close()
+
+
+def _manifest_member(manifest):
+    body = json.dumps(manifest, sort_keys=True, indent=1).encode()
+    info = tarfile.TarInfo(MANIFEST_NAME)
+    info.size = len(body)
+    info.mode = 0o600
+    info.mtime = int(manifest["created_epoch"])
+    padding = (BLOCK - len(body) % BLOCK) % BLOCK
+    return info.tobuf(format=tarfile.PAX_FORMAT) + body + b"\0" * padding + b"\0" * (2 * BLOCK)
+
+
+def _pump(tar_proc, sink, manifest, errors):
+    """Thread body: GNU tar's output to the compressor and the parser, then the manifest, then the end.
+
+    GNU tar's last two (zero) blocks are held back: the manifest goes in their place, so that it is
+    the archive's last member; the parser gets them, so that it sees a complete archive.
+    """
+    read_fd, write_fd = os.pipe()
+    parser_in = os.fdopen(write_fd, "wb")
+    parser_errors = []
+    parser = threading.Thread(target=_parse_members, args=(os.fdopen(read_fd, "rb"), manifest, parser_errors),
+                              daemon=True)
+    parser.start()
+    tail = b""
+    try:
+        while True:
+            block = tar_proc.stdout.read(CHUNK)
+            if not block:
+                break
+            data = tail + block
+            data, tail = data[:-2 * BLOCK], data[-2 * BLOCK:]
+            if data:
+                sink.write(data)
+                parser_in.write(data)
+        if tail != b"\0" * (2 * BLOCK):
+            raise BackupError("GNU tar's output does not end with its end-of-archive blocks; no archive was made")
+        parser_in.write(tail)
+        parser_in.close()
+        parser.join()
+        if parser_errors:
+            raise BackupError(f"reading back the tar stream failed: {parser_errors[0]}")
+        code = tar_proc.wait()
+        if code > 1:
+            raise BackupError(f"GNU tar failed with exit code {code}")
+        sink.write(_manifest_member(manifest))
+    except BaseException as exc:  # reported by the main thread
+        errors.append(exc)
+        with contextlib.suppress(OSError):
+            tar_proc.kill()
+    finally:
+        with contextlib.suppress(OSError):
+            parser_in.close()
         try:
-            stream.close()
+            sink.close()
         except OSError as exc:
             errors.append(exc)
 
 
 def create_archive(paths, dest, source, compression="gzip", compression_level=None, threads=None,
-                   excludes=(), db_dump_command=None, dump_dir=None, check_mode=False, now=None):
+                   excludes=(), db_dump_command=None, dump_dir=None, check_mode=False, now=None,
+                   allow_empty=False):
     """Makes one verified archive in ``dest``; returns a dict describing it."""
     if not paths:
         raise BackupError("paths is empty: give at least one absolute path to archive")
@@ -248,6 +231,8 @@ def create_archive(paths, dest, source, compression="gzip", compression_level=No
     missing = [p for p in paths if not os.path.lexists(p)]
     if missing:
         raise BackupError(f"paths: {', '.join(missing)} does not exist on this host: fix the list or create it")
+    if db_dump_command:
+        backup_dumps.check_dump_dir(dump_dir, dest, paths)
     compress, test = compressor_argv(compression, compression_level, threads)
     when = now or utcnow()
     name = archive_name(source, when, compression)
@@ -262,24 +247,32 @@ def create_archive(paths, dest, source, compression="gzip", compression_level=No
               "databases": [], "changed": True}
     if check_mode:
         entries, skipped = collect([p for p in archive_paths if os.path.lexists(p)], list(excludes), [dest])
-        result.update(files=sum(1 for _path, st in entries if stat.S_ISREG(st.st_mode)), skipped=skipped,
-                      would_dump=bool(db_dump_command))
+        _refuse_empty(entries, paths, allow_empty)
+        result.update(files=sum(1 for _path, st in entries if stat.S_ISREG(st.st_mode)),
+                      skipped=[printable(p) for p in skipped], would_dump=bool(db_dump_command))
         return result
 
     os.makedirs(dest, mode=0o700, exist_ok=True)
     if db_dump_command:
-        result["databases"] = run_dumps(db_dump_command, dump_dir)
+        result["databases"] = backup_dumps.run_dumps(db_dump_command, dump_dir, dest, paths)
     entries, skipped = collect(archive_paths, list(excludes), [dest])
+    _refuse_empty(entries, paths, allow_empty)
     manifest = {
-        "format": 1, "source": source, "created": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "format": 2, "source": source, "created": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "created_epoch": int(when.timestamp()), "compression": compression, "paths": paths,
         "dump_dir": dump_dir if db_dump_command else None, "databases": result["databases"],
-        "files": {}, "skipped": list(skipped), "changed_while_reading": [],
+        "files": {}, "skipped": [printable(p) for p in skipped], "warnings": [],
     }
     result.update(_stream_to_disk(final, entries, manifest, compression, compress, test, threads))
-    result.update(files=len(manifest["files"]), skipped=manifest["skipped"],
-                  changed_while_reading=manifest["changed_while_reading"])
+    result.update(files=sum(1 for e in manifest["files"].values() if e["type"] == "file"),
+                  entries=len(manifest["files"]), skipped=manifest["skipped"], warnings=manifest["warnings"])
     return result
+
+
+def _refuse_empty(entries, paths, allow_empty):
+    if not allow_empty and not any(stat.S_ISREG(st.st_mode) for _path, st in entries):
+        raise BackupError(f"nothing to archive: {', '.join(paths)} hold no file once the excludes and the outbox are "
+                          "left out; fix paths/excludes (or allow an empty archive)")
 
 
 def start_compressor(compression, compress, threads, stderr):
@@ -295,16 +288,22 @@ def _stream_to_disk(final, entries, manifest, compression, compress, test, threa
     errors = []
     digest = hashlib.sha256()
     size = 0
-    with tempfile.TemporaryFile() as comp_err, tempfile.TemporaryFile() as test_err:
+    with tempfile.TemporaryFile() as comp_err, tempfile.TemporaryFile() as test_err, \
+            tempfile.TemporaryFile() as tar_err:
         try:
             out = open(part, "wb")  # noqa: SIM115 - closed in the finally below
         except OSError as exc:
             raise BackupError(f"cannot write {part}: {exc}") from exc
-        comp = tester = None
+        comp = tester = tar_proc = None
         try:
             comp = start_compressor(compression, compress, threads, comp_err)
             tester = subprocess.Popen(test, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=test_err)  # noqa: S603 - argv list, no shell
-            writer = threading.Thread(target=_write_tar, args=(comp.stdin, entries, manifest, errors), daemon=True)
+            tar_proc = subprocess.Popen(TAR_CREATE, stdin=subprocess.PIPE, stdout=subprocess.PIPE,  # noqa: S603 - argv list, no shell
+                                        stderr=tar_err, env=dict(os.environ, LC_ALL="C.UTF-8"))
+            feeder = threading.Thread(target=_feed_names, args=(tar_proc.stdin, entries), daemon=True)
+            feeder.start()
+            writer = threading.Thread(target=_pump_with_warnings,
+                                      args=(tar_proc, comp.stdin, manifest, errors, tar_err), daemon=True)
             writer.start()
             feeding = True
             while True:
@@ -320,6 +319,7 @@ def _stream_to_disk(final, entries, manifest, compression, compress, test, threa
                     except BrokenPipeError:
                         feeding = False
             writer.join()
+            feeder.join()
             with contextlib.suppress(BrokenPipeError):
                 tester.stdin.close()
             (comp_rc, comp_message), test_rc = comp.finish(), tester.wait()
@@ -333,7 +333,8 @@ def _stream_to_disk(final, entries, manifest, compression, compress, test, threa
                 raise BackupError(f"integrity test ({' '.join(test)}) of the new archive failed: "
                                   f"{test_err.read().decode(errors='replace').strip()}")
             if errors:
-                raise BackupError(f"reading the files to archive failed: {errors[0]}")
+                raise BackupError(f"reading the files to archive failed: {errors[0]} "
+                                  f"{'; '.join(manifest['warnings'][-5:])}".strip())
             on_disk = sha256_file(part)
             if on_disk != digest.hexdigest():
                 raise BackupError(f"{part}: the file on disk does not match the stream that passed the integrity "
@@ -342,15 +343,39 @@ def _stream_to_disk(final, entries, manifest, compression, compress, test, threa
             write_sidecar(final, on_disk)
             fsync_dir(os.path.dirname(final))
         except OSError as exc:
-            _discard(part, out, comp, tester)
+            _discard(part, out, comp, tester, tar_proc)
             raise BackupError(f"writing {part} failed: {exc}; the archive was discarded") from exc
         except BaseException:
-            _discard(part, out, comp, tester)
+            _discard(part, out, comp, tester, tar_proc)
             raise
     return {"sha256": digest.hexdigest(), "size": size}
 
 
-def _discard(part, out, comp, tester):
+def _feed_names(stdin, entries):
+    """Thread body: the member names, NUL-separated and relative to /, to GNU tar's --files-from."""
+    try:
+        for path, _st in entries:
+            stdin.write(os.fsencode(path.lstrip("/") or ".") + b"\0")
+    except OSError:
+        pass  # tar stopped; the pump reports why
+    finally:
+        with contextlib.suppress(OSError):
+            stdin.close()
+
+
+def _pump_with_warnings(tar_proc, sink, manifest, errors, tar_err):
+    try:
+        _pump(tar_proc, sink, manifest, errors)
+    finally:
+        tar_proc.wait()
+        tar_err.seek(0)
+        manifest["warnings"].extend(printable(line) for line in tar_err.read().splitlines() if line.strip())
+
+
+def _discard(part, out, comp, tester, tar_proc=None):
+    if tar_proc is not None and tar_proc.poll() is None:
+        tar_proc.kill()
+        tar_proc.wait()
     if comp is not None:
         comp.kill()
     if tester is not None and tester.poll() is None:

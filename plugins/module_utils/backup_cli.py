@@ -2,10 +2,11 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Command line of the cron job (/usr/local/sbin/streamcloud-backup): the modules' functions.
 
-  streamcloud-backup run [--config FILE]      dumps, archive, ship, status file, one JSON log line
-  streamcloud-backup rotate --path DIR ...    retention on the backup host
-  streamcloud-backup restore --archive F ...  verify and restore one archive
-  streamcloud-backup dump-postgres DIR        the built-in PostgreSQL dump
+  streamcloud-backup run [--config FILE] [--cron]  dumps, archive, ship, status file, one JSON log line
+  streamcloud-backup rotate --path DIR ...         retention on the backup host
+  streamcloud-backup restore --archive F ...       verify and restore one archive
+
+The random delay (``splay``) applies only with ``--cron`` (the cron entry), never to a manual run.
 
 ``run`` holds a lock so that two runs never overlap: the second waits up to ``lock_wait`` seconds,
 then exits 0 with status ``skipped``. Any failure: status ``failed``, a clear message, exit 1.
@@ -24,11 +25,13 @@ import time
 
 from ansible_collections.streamcloud.platform.plugins.module_utils import (
     backup_archive,
+    backup_dumps,
     backup_restore,
     backup_rotate,
     backup_transfer,
 )
 from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common import (
+    SOURCE_RE,
     BackupError,
     atomic_write_text,
     json_line,
@@ -37,6 +40,8 @@ from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common
 
 DEFAULTS = {
     "source": None,
+    "allow_empty": False,
+    "hooks_file": "/etc/streamcloud/database-hooks.json",
     "paths": [],
     "excludes": [],
     "outbox": "/var/backups/streamcloud/outbox",
@@ -76,6 +81,9 @@ def load_config(path):
             raise BackupError(f"{path}: {key} is not set")
     if not config["source"]:
         config["source"] = socket.gethostname().split(".")[0]
+    if not isinstance(config["source"], str) or not SOURCE_RE.match(config["source"]):
+        raise BackupError(f"{path}: source {config['source']!r} is not a valid name: use letters, digits, '.', '_' "
+                          "or '-' (at most 63, starting with a letter or digit)")
     return config
 
 
@@ -94,12 +102,12 @@ def acquire_lock(path, wait):
 
 
 def archive_step(config):
-    dump = backup_archive.resolve_dump_command(config["db_dump_command"])
+    dump = backup_dumps.resolve_dump_command(config["db_dump_command"], config["hooks_file"])
     return backup_archive.create_archive(
         paths=config["paths"], dest=config["outbox"], source=config["source"],
         compression=config["compression"], compression_level=config["compression_level"],
         threads=config["threads"], excludes=config["excludes"], db_dump_command=dump,
-        dump_dir=config["dump_dir"],
+        dump_dir=config["dump_dir"], allow_empty=config["allow_empty"],
     )
 
 
@@ -112,10 +120,10 @@ def ship_step(config):
     return backup_transfer.ship(config["outbox"], remote, keep_local=config["keep_local"])
 
 
-def run(config, out=sys.stdout):
+def run(config, out=sys.stdout, cron=False):
     started = utcnow()
     status = {"event": "streamcloud-backup", "source": config["source"], "started": started.isoformat()}
-    if config["splay"]:
+    if cron and config["splay"]:
         time.sleep(random.uniform(0, config["splay"]))  # noqa: S311 - spreading cron runs, not security
     lock = acquire_lock(config["lock_file"], config["lock_wait"])
     if lock is None:
@@ -126,7 +134,7 @@ def run(config, out=sys.stdout):
     try:
         made = archive_step(config)
         status.update(archive=made["name"], sha256=made["sha256"], size=made["size"], files=made["files"],
-                      databases=made["databases"])
+                      databases=made["databases"], skipped=made["skipped"], warnings=made["warnings"])
         shipped = ship_step(config)
         status.update(transferred=[t["name"] for t in shipped["transferred"]], pending=shipped["pending"],
                       deleted_local=shipped["deleted_local"], kept_local=shipped["kept_local"])
@@ -134,6 +142,9 @@ def run(config, out=sys.stdout):
             code = 1
             status.update(status="failed", error="; ".join(f"{f['name']}: {f['error']}" for f in shipped["failed"])
                           + f"; {len(shipped['pending'])} archive(s) kept in {config['outbox']} for the next run")
+        elif made["skipped"]:
+            status.update(status="incomplete", message=f"skipped {len(made['skipped'])} entr(y/ies) that cannot be "
+                          f"archived (sockets): {', '.join(made['skipped'][:5])}")
         else:
             status["status"] = "ok"
     except BackupError as exc:
@@ -169,6 +180,7 @@ def parser():
     sub = top.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="dumps, archive, ship")
     r.add_argument("--config", default="/etc/streamcloud-backup/config.json")
+    r.add_argument("--cron", action="store_true", help="started by cron: wait the random splay first")
     rot = sub.add_parser("rotate", help="retention on the backup host")
     rot.add_argument("--path", required=True)
     rot.add_argument("--recurse", action="store_true")
@@ -181,9 +193,10 @@ def parser():
     res.add_argument("--sha256")
     res.add_argument("--target", default="/")
     res.add_argument("--dry-run", action="store_true")
-    res.add_argument("--no-databases", action="store_true")
-    dump = sub.add_parser("dump-postgres", help="built-in PostgreSQL dump into a directory")
-    dump.add_argument("directory")
+    res.add_argument("--no-databases", action="store_true", help="do not load the database dumps")
+    res.add_argument("--no-files", action="store_true", help="the database dumps only")
+    res.add_argument("--path", action="append", default=[], help="restore only this path (repeatable)")
+    res.add_argument("--report", help="file listing every applied entry (default: next to the archive)")
     return top
 
 
@@ -191,18 +204,19 @@ def main(argv=None, out=sys.stdout):
     args = parser().parse_args(argv)
     try:
         if args.command == "run":
-            return run(load_config(args.config), out)
+            return run(load_config(args.config), out, cron=args.cron)
         if args.command == "rotate":
             policy = {rule: getattr(args, rule) for rule in backup_rotate.RULES}
             result = backup_rotate.rotate(args.path, policy, recurse=args.recurse,
                                           verify_newest=not args.no_verify_newest, check_mode=args.check)
-        elif args.command == "restore":
-            result = backup_restore.restore(args.archive, sha256=args.sha256, target=args.target,
-                                            dry_run=args.dry_run, databases=not args.no_databases)
         else:
-            result = {"databases": backup_archive.dump_postgresql(args.directory)}
+            result = backup_restore.restore(args.archive, sha256=args.sha256, target=args.target,
+                                            dry_run=args.dry_run, databases=not args.no_databases,
+                                            files=not args.no_files, paths=args.path, report=args.report)
     except BackupError as exc:
         sys.stderr.write(f"streamcloud-backup {args.command}: {exc}\n")
         return 1
-    out.write(json.dumps(result, sort_keys=True) + "\n")
+    # ensure_ascii: every report line is ASCII, whatever the file names (printable() already made
+    # undecodable bytes readable).
+    out.write(json.dumps(result, sort_keys=True, ensure_ascii=True) + "\n")
     return 0

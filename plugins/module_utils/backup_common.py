@@ -19,8 +19,9 @@ import shutil
 CHUNK = 1024 * 1024
 
 # <source>-<UTC timestamp>.tar.<ext>; the timestamp is what rotation sorts and buckets by.
-ARCHIVE_RE = re.compile(r"^(?P<source>[A-Za-z0-9][A-Za-z0-9._-]{0,62})-(?P<stamp>\d{8}T\d{6}Z)\.tar\.(?P<ext>gz|zst)$")
-SOURCE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+ARCHIVE_RE = re.compile(r"^(?P<source>[A-Za-z0-9][A-Za-z0-9._-]{0,62})-(?P<stamp>\d{8}T\d{6}Z)\.tar\.(?P<ext>gz|zst)\Z")
+# \Z, not $: "$" also matches before a final newline, and "web\n" is not a name.
+SOURCE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 MANIFEST_NAME = ".streamcloud-backup-manifest.json"
@@ -148,6 +149,12 @@ def atomic_write_text(path: str, text: str, mode: int = 0o644) -> None:
     os.chmod(part, mode)
     os.replace(part, path)
     fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+def printable(name) -> str:
+    """A file name as valid UTF-8 text for reports and logs: undecodable bytes become \\xNN."""
+    raw = name if isinstance(name, bytes) else str(name).encode("utf-8", "surrogateescape")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 def json_line(**fields) -> str:

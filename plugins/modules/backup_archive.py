@@ -10,7 +10,8 @@ module: backup_archive
 short_description: Archive paths (and database dumps) into one tested, checksummed archive
 version_added: "0.1.0"
 description:
-  - Runs the database dump command first (when set), then writes one tar archive of O(paths) and the dumps,
+  - Runs the database dump command first (when set), then writes one GNU tar archive (POSIX format, with
+    extended attributes, ACLs, sparse files, FIFOs and device nodes) of O(paths) and the dumps,
     compressed with gzip (default), pigz or zstd, into O(dest). Every compressor uses every core unless
     O(threads) says otherwise.
   - The archive holds a manifest with the SHA-256 of every file. It is written to C(<name>.part), tested by the
@@ -66,15 +67,27 @@ options:
   db_dump_command:
     description:
       - Database dumps made before the archive and included in it.
-      - C(none) (default) makes none; C(auto) uses C(/usr/local/sbin/streamcloud-pg-dump) when installed, else the
-        built-in PostgreSQL dump when PostgreSQL is installed; anything else is a command line, called with
-        O(dump_dir) as its last argument, that writes the dumps there and exits 0.
+      - C(none) (default) makes none; C(auto) calls the dump command a database role published in O(hooks_file)
+        (none when no role published one); anything else is a command line, called with a fresh directory as its
+        last argument, that writes the dumps there and exits 0.
     type: str
     default: none
+  hooks_file:
+    description: Where a database role publishes its dump and restore commands (JSON with C(dump) and C(restore)).
+    type: path
+    default: /etc/streamcloud/database-hooks.json
   dump_dir:
-    description: Directory emptied and filled by the dump command, archived with the paths.
+    description:
+      - Directory of the latest dump, archived with the paths. Each dump is made in a fresh directory next to it and
+        replaces it only once it succeeded.
+      - Refused when it is a symlink, a system directory, overlaps O(dest) or one of O(paths), or holds files no dump
+        wrote.
     type: path
     default: /var/backups/streamcloud/db
+  allow_empty:
+    description: Accept an archive that holds no regular file (otherwise an error, as it usually means wrong paths).
+    type: bool
+    default: false
 """
 
 EXAMPLES = r"""
@@ -123,23 +136,25 @@ databases:
   type: list
   elements: str
 skipped:
-  description: Entries that are neither files, directories nor symlinks (sockets, devices), not archived.
+  description: Entries that cannot be archived (sockets), with undecodable bytes of their names shown as C(\\xNN).
   returned: always
   type: list
   elements: str
-changed_while_reading:
-  description: Files that shrank while being read (their tail is zero-filled in the archive).
+entries:
+  description: Number of entries of every type (files, directories, links, FIFOs, devices) in the archive.
+  returned: when not in check mode
+  type: int
+warnings:
+  description: What GNU tar reported without failing (for example a file that changed while it was read).
   returned: when not in check mode
   type: list
   elements: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_archive import (
-    create_archive,
-    resolve_dump_command,
-)
+from ansible_collections.streamcloud.platform.plugins.module_utils.backup_archive import create_archive
 from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common import BackupError
+from ansible_collections.streamcloud.platform.plugins.module_utils.backup_dumps import resolve_dump_command
 
 
 def main():
@@ -153,7 +168,9 @@ def main():
             "threads": {"type": "int"},
             "excludes": {"type": "list", "elements": "str", "default": []},
             "db_dump_command": {"type": "str", "default": "none"},
+            "hooks_file": {"type": "path", "default": "/etc/streamcloud/database-hooks.json"},
             "dump_dir": {"type": "path", "default": "/var/backups/streamcloud/db"},
+            "allow_empty": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
     )
@@ -162,8 +179,8 @@ def main():
         result = create_archive(
             paths=p["paths"], dest=p["dest"], source=p["source"], compression=p["compression"],
             compression_level=p["compression_level"], threads=p["threads"], excludes=p["excludes"],
-            db_dump_command=resolve_dump_command(p["db_dump_command"]), dump_dir=p["dump_dir"],
-            check_mode=module.check_mode,
+            db_dump_command=resolve_dump_command(p["db_dump_command"], p["hooks_file"]), dump_dir=p["dump_dir"],
+            check_mode=module.check_mode, allow_empty=p["allow_empty"],
         )
     except BackupError as exc:
         module.fail_json(msg=str(exc))

@@ -141,3 +141,61 @@ def test_installed_layout_runs_without_ansible(tmp_path, config):
     assert json.loads(result.stdout)["status"] == "ok"
     if has_ansible.returncode == 0:
         pytest.skip("the system Python has Ansible: the run passed, but does not prove it needs none")
+
+
+# --- issue 10, defect 7: names, empty archives, the outbox behind a link, the splay ---------------
+
+@pytest.mark.parametrize("source", ["web\n", "web\nx", ""])
+def test_a_source_name_with_a_newline_is_refused(config, source):
+    path, data, _far = config
+    data["source"] = source or 5
+    path.write_text(json.dumps(data))
+    with pytest.raises(BackupError, match="is not a valid name"):
+        backup_cli.load_config(str(path))
+    with pytest.raises(BackupError, match="is not a valid name"):
+        backup_archive.archive_name("web\n", __import__("datetime").datetime.now(), "gzip")
+
+
+def test_a_manual_run_does_not_sleep_but_the_cron_run_does(config, monkeypatch):
+    path, data, _far = config
+    data["splay"] = 300
+    path.write_text(json.dumps(data))
+    slept = []
+    monkeypatch.setattr(backup_cli.time, "sleep", slept.append)
+    assert backup_cli.main(["run", "--config", str(path)], out=io.StringIO()) == 0
+    assert slept == []
+    assert backup_cli.main(["run", "--config", str(path), "--cron"], out=io.StringIO()) == 0
+    assert len(slept) == 1 and 0 <= slept[0] <= 300
+
+
+@pytest.mark.parametrize("how", ["exclude-all", "dest-is-source"])
+def test_an_archive_with_no_file_is_an_error(config, how):
+    path, data, _far = config
+    if how == "exclude-all":
+        data["excludes"] = ["*"]
+    else:
+        data["outbox"] = data["paths"][0]
+    path.write_text(json.dumps(data))
+    out = io.StringIO()
+    assert backup_cli.main(["run", "--config", str(path)], out=out) == 1
+    line = json.loads(out.getvalue())
+    assert line["status"] == "failed" and "nothing to archive" in line["error"]
+
+
+def test_an_empty_archive_is_accepted_when_allowed(tree, tmp_path):
+    made = backup_archive.create_archive([str(tree)], str(tmp_path / "o"), "web1", excludes=["*"], allow_empty=True)
+    assert made["files"] == 0
+
+
+def test_the_outbox_behind_a_symlink_is_never_archived(tree, tmp_path):
+    (tree / "real").mkdir()
+    (tree / "via").symlink_to(tree / "real")
+    outbox = tree / "via" / "outbox"  # the configured outbox reaches tree/real/outbox through a link
+    first = backup_archive.create_archive([str(tree)], str(outbox), "web1")
+    import time
+
+    time.sleep(1.1)
+    second = backup_archive.create_archive([str(tree)], str(outbox), "web1")
+    names = subprocess.run(["tar", "-tzf", second["archive"]], capture_output=True, text=True, check=True).stdout
+    assert not [n for n in names.splitlines() if "/real/outbox" in n or first["name"] in n]
+    assert any(n.endswith("/real") or n.endswith("/real/") for n in names.splitlines())

@@ -25,7 +25,8 @@ OPTIONS = [
     pytest.param({"threads": 2}, ".tar.gz", 3, id="gzip-two-threads"),
     pytest.param({"excludes": ["*.tmp", "*.bin"]}, ".tar.gz", 1, id="excludes"),
     pytest.param({"db_dump_command": "none"}, ".tar.gz", 3, id="dump-none"),
-    pytest.param({"db_dump_command": "HOOK", "dump_dir": "DUMPS"}, ".tar.gz", 4, id="dump-command"),
+    # The dump and the dump directory's marker (.streamcloud-dump) join the three files.
+    pytest.param({"db_dump_command": "HOOK", "dump_dir": "DUMPS"}, ".tar.gz", 5, id="dump-command"),
 ]
 
 
