@@ -152,6 +152,12 @@ def test_unattended_security_upgrades_are_on(host):
             "nobody could log in",
             id="lockout",
         ),
+        pytest.param(
+            {"common_sshd_admin_networks": ["10.10.0.0/16", "10.1.2.3/8"]},
+            "common_sshd_admin_networks must list IPv4 or IPv6 addresses or CIDR networks without host bits, such as"
+            " 10.10.0.0/16 or 203.0.113.7 (got 10.1.2.3/8)",
+            id="admin-network-with-host-bits",
+        ),
     ],
 )
 def test_bad_input_fails_before_any_change(host, playbook, molecule_scenario_dir, extra_vars, message):
