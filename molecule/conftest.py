@@ -55,7 +55,7 @@ def ssh(address: str, user: str, command: str = "true", key: Path | None = None,
 
 
 def run_playbook(playbook: str | Path, extra_vars: dict | None = None,
-                 check: bool = False, timeout: int = 600) -> subprocess.CompletedProcess:
+                 check: bool = False, timeout: int = 600, tags: list[str] | None = None) -> subprocess.CompletedProcess:
     """Runs a playbook against the scenario's inventory, as Molecule would, and returns the result."""
     inventory = os.environ["MOLECULE_INVENTORY_FILE"]
     argv = ["ansible-playbook", "-i", inventory, str(playbook)]
@@ -63,6 +63,8 @@ def run_playbook(playbook: str | Path, extra_vars: dict | None = None,
         argv += ["-e", json.dumps(extra_vars)]
     if check:
         argv.append("--check")
+    if tags:
+        argv += ["--tags", ",".join(tags)]
     env = dict(os.environ, ANSIBLE_FORCE_COLOR="false", ANSIBLE_NOCOLOR="true")
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, check=False)
 
@@ -163,5 +165,40 @@ def role_cases():
 
 @pytest.fixture(scope="session")
 def playbook():
-    """playbook(path, extra_vars=None, check=False) -> CompletedProcess, against the scenario inventory."""
+    """playbook(path, extra_vars=None, check=False, tags=None) -> CompletedProcess, against the scenario inventory."""
     return run_playbook
+
+
+def lynis_audit(host) -> dict:
+    """Installs Debian's lynis in the container, audits the system, returns its report as a dict.
+
+    Keys of interest: hardening_index (int), suggestion (list of "ID|text|..." lines), warning (list).
+    """
+    host.check_output("DEBIAN_FRONTEND=noninteractive apt-get install -y -q lynis >/dev/null 2>&1")
+    host.run("lynis audit system --quick --no-colors --report-file /var/log/lynis-report.dat >/dev/null 2>&1")
+    report: dict = {"suggestion": [], "warning": []}
+    for line in host.file("/var/log/lynis-report.dat").content_string.splitlines():
+        key, _, value = line.partition("=")
+        if key.endswith("[]"):
+            report.setdefault(key[:-2], []).append(value)
+        elif key:
+            report[key] = value
+    report["hardening_index"] = int(report.get("hardening_index", "0"))
+    return report
+
+
+@pytest.fixture(scope="session")
+def lynis():
+    """lynis(host) -> Lynis' report (hardening_index, suggestion, warning) of the container.
+
+    Lynis runs once per host and session (it takes a minute); later calls reuse its report.
+    """
+    reports: dict[str, dict] = {}
+
+    def audit(host) -> dict:
+        name = host.backend.get_hostname()
+        if name not in reports:
+            reports[name] = lynis_audit(host)
+        return reports[name]
+
+    return audit
