@@ -20,7 +20,7 @@ export MOLECULE_JOBS ?= 2
 # Where the stages of `make test` record their results for the closing table.
 export TEST_SUMMARY ?= $(CURDIR)/.build/test-summary.tsv
 
-.PHONY: help setup venv docker images hosttools lint role-docs sanity unit offline reuse molecule test lab lab-down build clean
+.PHONY: help setup venv docker images hosttools lint role-docs sanity unit offline reuse molecule test lab lab-check lab-down build clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -83,6 +83,9 @@ build: venv ## Collection tarball (without tests, venvs or caches)
 lab: venv docker ## The platform in local Docker containers (no AWS); LAB_DISTRO=debian13 for the other image
 	@$(STAGE) images scripts/build-images.sh $(LAB_DISTRO)
 	@$(STAGE) lab env LAB_DISTRO=$(LAB_DISTRO) ansible-playbook -i inventories/lab playbooks/lab.yml
+
+lab-check: venv ## Check that every URL and port `make lab` printed answers (site, /live/, /files/, FTPS, SFTP)
+	@ansible-playbook -i inventories/lab playbooks/lab_check.yml
 
 lab-down: venv ## Remove the lab containers and network
 	@ansible-playbook -i inventories/lab playbooks/lab_down.yml

@@ -47,13 +47,17 @@ def test_aws_inventories_proxy_files_to_the_ftp_service_name(environment, tmp_pa
     assert PROFTPD["proftpd_webclient_base_url"] == "/files/"
 
 
-def test_lab_inventory_proxies_files_to_the_ftp_container(tmp_path):
-    hosts = yaml.safe_load((ROOT / "inventories/lab/hosts.yml").read_text())
-    ftp_hosts = list(hosts["all"]["children"]["ftp"]["hosts"])
+def test_lab_inventory_proxies_files_to_the_ftp_service_name(tmp_path):
+    """The lab (and the site scenario, which links its group_vars) names the ftp host as on AWS:
+    ftp.<platform_domain>, a Docker network alias there, carried by the ftp host's certificate."""
+    group_vars = ROOT / "inventories/lab/group_vars"
     defaults = tmp_path / "defaults.yml"
-    defaults.write_text(yaml.safe_dump({"nginx_files_tls_name": NGINX["nginx_files_tls_name"]}))
-    files = [defaults, ROOT / "inventories/lab/group_vars/web.yml"]
-    servers = resolve(files, "nginx_files_servers")
-    assert servers == [f"{ftp_hosts[0]}:{PROFTPD['proftpd_webclient_port']}"]
-    # The pki role always puts the inventory name in a host's certificate.
-    assert resolve(files, "nginx_files_tls_name") == ftp_hosts[0]
+    defaults.write_text(yaml.safe_dump({"nginx_files_tls": NGINX["nginx_files_tls"],
+                                        "nginx_files_tls_name": NGINX["nginx_files_tls_name"],
+                                        "lab_domain": "lab.streamcloud.test"}))
+    files = [defaults, *sorted((group_vars / "all").glob("*.yml")), group_vars / "web.yml"]
+    domain = resolve(files, "platform_domain")
+    assert domain == "lab.streamcloud.test"
+    assert resolve(files, "nginx_files_servers") == [f"ftp.{domain}:{PROFTPD['proftpd_webclient_port']}"]
+    assert resolve(files, "nginx_files_tls_name") == f"ftp.{domain}"
+    assert f"ftp.{domain}" in resolve(files, "proftpd_tls_extra_names")
