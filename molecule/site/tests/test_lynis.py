@@ -1,5 +1,5 @@
-"""Lynis' hardening index on the database host (issue 9 measures it there). Reported, and held at the
-level the common role reaches today; the common role's hardening work raises the floor."""
+"""Lynis' hardening index on the database host, converged as on AWS (common, pki, postgresql, backup):
+issue 9 asks for at least 80 on the PostgreSQL host, as on the common scenario's bare host."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 
 from sitelib import EPHEMERAL, GROUPS, sh
 
-FLOOR = 67
+FLOOR = 80
 
 
 def test_lynis_hardening_index_on_the_database_host():
