@@ -16,6 +16,7 @@ passed the test. Only then is it renamed to its final name and given a ``.sha256
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import fnmatch
 import hashlib
 import json
@@ -28,6 +29,7 @@ import threading
 
 from ansible_collections.streamcloud.platform.plugins.module_utils import backup_dumps, backup_manifest
 from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common import (
+    ARCHIVE_RE,
     CHUNK,
     MANIFEST_NAME,
     BackupError,
@@ -253,6 +255,7 @@ def create_archive(paths, dest, source, compression="gzip", compression_level=No
         return result
 
     os.makedirs(dest, mode=0o700, exist_ok=True)
+    result["removed_leftovers"] = remove_leftovers(dest)
     if db_dump_command:
         result["databases"] = backup_dumps.run_dumps(db_dump_command, dump_dir, dest, paths)
     entries, skipped = collect(archive_paths, list(excludes), [dest])
@@ -267,6 +270,30 @@ def create_archive(paths, dest, source, compression="gzip", compression_level=No
     result.update(files=sum(1 for e in manifest["files"].values() if e["type"] == "file"),
                   entries=len(manifest["files"]), skipped=manifest["skipped"], warnings=manifest["warnings"])
     return result
+
+
+def remove_leftovers(dest):
+    """Deletes the ``<archive>.part`` files in the outbox that no live run holds (a run killed while
+    archiving leaves one); returns their names. One being written is locked by its writer and stays."""
+    removed = []
+    for entry in sorted(os.listdir(dest)):
+        if not (entry.endswith(".part") and ARCHIVE_RE.match(entry[:-len(".part")])):
+            continue
+        path = os.path.join(dest, entry)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue
+        else:
+            os.unlink(path)
+            removed.append(entry)
+        finally:
+            os.close(fd)
+    return removed
 
 
 def _refuse_empty(entries, paths, allow_empty):
@@ -292,6 +319,10 @@ def _stream_to_disk(final, entries, manifest, compression, compress, test, threa
             tempfile.TemporaryFile() as tar_err:
         try:
             out = open(part, "wb")  # noqa: SIM115 - closed in the finally below
+            # Held (a duplicate of out's descriptor) until the archive is published or discarded: a
+            # .part nobody holds was left by a killed run, and remove_leftovers() deletes it.
+            held = os.dup(out.fileno())
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             raise BackupError(f"cannot write {part}: {exc}") from exc
         comp = tester = tar_proc = None
@@ -348,6 +379,8 @@ def _stream_to_disk(final, entries, manifest, compression, compress, test, threa
         except BaseException:
             _discard(part, out, comp, tester, tar_proc)
             raise
+        finally:
+            os.close(held)
     return {"sha256": digest.hexdigest(), "size": size}
 
 

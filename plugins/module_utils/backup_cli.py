@@ -134,7 +134,8 @@ def run(config, out=sys.stdout, cron=False):
     try:
         made = archive_step(config)
         status.update(archive=made["name"], sha256=made["sha256"], size=made["size"], files=made["files"],
-                      databases=made["databases"], skipped=made["skipped"], warnings=made["warnings"])
+                      databases=made["databases"], skipped=made["skipped"], warnings=made["warnings"],
+                      removed_leftovers=made.get("removed_leftovers", []))
         shipped = ship_step(config)
         status.update(transferred=[t["name"] for t in shipped["transferred"]], pending=shipped["pending"],
                       deleted_local=shipped["deleted_local"], kept_local=shipped["kept_local"])
@@ -185,7 +186,10 @@ def parser():
     rot.add_argument("--path", required=True)
     rot.add_argument("--recurse", action="store_true")
     rot.add_argument("--check", action="store_true", help="list what would be deleted")
-    rot.add_argument("--no-verify-newest", action="store_true")
+    rot.add_argument("--no-verify", "--no-verify-newest", dest="no_verify", action="store_true",
+                     help="do not hash the kept archives before deleting (a sidecar is enough)")
+    rot.add_argument("--max-future-skew", type=int, default=3600,
+                     help="seconds a name may be after its receive time before it is quarantined")
     for rule in backup_rotate.RULES:
         rot.add_argument("--" + rule.replace("_", "-"), type=int, default=0)
     res = sub.add_parser("restore", help="verify and restore one archive")
@@ -208,7 +212,8 @@ def main(argv=None, out=sys.stdout):
         if args.command == "rotate":
             policy = {rule: getattr(args, rule) for rule in backup_rotate.RULES}
             result = backup_rotate.rotate(args.path, policy, recurse=args.recurse,
-                                          verify_newest=not args.no_verify_newest, check_mode=args.check)
+                                          verify=not args.no_verify, check_mode=args.check,
+                                          max_future_skew=args.max_future_skew)
         else:
             result = backup_restore.restore(args.archive, sha256=args.sha256, target=args.target,
                                             dry_run=args.dry_run, databases=not args.no_databases,

@@ -26,6 +26,12 @@ from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common
 )
 
 SSH_ERROR = 255
+# What ssh itself prints when it cannot reach or log in to the host (exit 255). An exit 255 without
+# one of these is the far side's program ending abnormally (sshd reports a killed receiver so).
+SSH_CONNECT_ERRORS = ("ssh:", "connection refused", "connection timed out", "could not resolve", "no route to host",
+                      "permission denied", "host key verification failed", "kex_exchange_identification",
+                      "connection closed by", "connection reset by", "network is unreachable",
+                      "timeout, server", "banner exchange")
 
 
 class Unreachable(BackupError):
@@ -67,7 +73,11 @@ class Remote:
                                 check=False)
         err = result.stderr.decode(errors="replace").strip()
         if result.returncode == SSH_ERROR:
-            raise Unreachable(f"backup host {self.host} unreachable or login refused: {err or 'ssh exit 255'}")
+            if any(marker in err.lower() for marker in SSH_CONNECT_ERRORS):
+                raise Unreachable(f"backup host {self.host} unreachable or login refused: {err}")
+            raise BackupError(f"backup host {self.host}: the receiver stopped without an answer to "
+                              f"{command.split()[0]} (killed, or it crashed){': ' + err if err else ''}; "
+                              "nothing partial is published there, and the archive is sent again next run")
         if result.returncode != 0:
             raise BackupError(err.replace("streamcloud-backup-receive: ", "backup host: ")
                               or f"backup host: {command.split()[0]} failed with exit code {result.returncode}")

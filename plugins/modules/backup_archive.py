@@ -58,6 +58,7 @@ options:
         several members (RFC 1952), so the result is an ordinary C(.tar.gz) that C(gzip -d) and C(tar xzf)
         read as one stream. Each worker holds about 25 MiB of memory. C(1) gives a single gzip member.
       - C(pigz -p) and C(zstd -T) take the number directly.
+      - At most 16; a larger number fails before anything is written.
     type: int
   excludes:
     description: Shell patterns matched against the full path and the base name of every entry.

@@ -210,7 +210,8 @@ def test_backup_host_unreachable_keeps_the_archive_and_next_run_ships_both():
 
 def test_transfer_killed_midway_leaves_nothing_partial_published():
     """A real ssh upload killed after 2 MB of 40 MB: the far side accepts nothing."""
-    name = "backup-web-20991231T000000Z.tar.gz"
+    # Dated in the past: the receiver refuses names from the future (test_trust.py).
+    name = "backup-web-20000101T000000Z.tar.gz"
     size = 40 * 1024 * 1024
     part = f"{ROOT}/{WEB}/.incoming/{name}.part"
     script = (f"rm -f /var/tmp/killnow /var/tmp/feed; head -c {size} /dev/urandom > /var/tmp/big && "
@@ -387,10 +388,14 @@ def test_the_cron_command_line_runs_and_ships():
       "backup_rotate_keep_monthly": 0}, "at least one is above 0"),
     ({"backup_server": "nowhere"}, "backup_server is 'nowhere'"),
     ({"backup_compression_threads": -1},
-     "backup_compression_threads (0 for every core, or a number of cores, got '-1')"),
+     "backup_compression_threads (0 for every core, or a number of cores up to 16, got '-1')"),
     ({"backup_cron_nice": 25}, "backup_cron_nice (0-19, got '25')"),
     # Defect 7: "$" matched before a final newline, and that archive was never shipped.
     ({"backup_source_name": "backup-web\n"}, "backup_source_name (letters, digits"),
+    ({"backup_compression_threads": 64}, "or a number of cores up to 16, got '64'"),
+    ({"backup_server_max_future_skew": -5}, "backup_server_max_future_skew is 0 or a number of"),
+    ({"backup_server_quota_mb": -1}, "backup_server_quota_mb is 0 or a number of MiB (got '-1')"),
+    ({"backup_server_quota_mb_by_source": {"backup-web": "lots"}}, "backup_server_quota_mb_by_source maps"),
 ])
 def test_bad_input_fails_before_any_change(playbook, molecule_scenario_dir, extra, message):
     before = sh(WEB, "md5sum /etc/streamcloud-backup/config.json", check=True).stdout

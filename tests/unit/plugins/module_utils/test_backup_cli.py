@@ -32,7 +32,7 @@ def config(tree, tmp_path, ssh_on_path):
     }
     path = tmp_path / "config.json"
     path.write_text(json.dumps(data))
-    return path, data, root / "bk-web1"
+    return path, data, root / "web1"
 
 
 def test_run_archives_ships_and_reports(config):
@@ -91,6 +91,40 @@ def test_bad_configuration(config, change, message):
     path.write_text(json.dumps(data))
     with pytest.raises(BackupError, match=message):
         backup_cli.load_config(str(path))
+
+
+def test_threads_above_the_bound_fail_clearly_and_write_nothing(config, capsys):
+    """Finding 6: threads had no upper bound (64 threads: 407 MB RSS)."""
+    path, data, far = config
+    data["threads"] = 64
+    path.write_text(json.dumps(data))
+    out = io.StringIO()
+    assert backup_cli.main(["run", "--config", str(path)], out=out) == 1
+    line = json.loads(out.getvalue())
+    assert "threads 64 must be" in line["error"] and "backup_compression_threads" in line["error"]
+    assert not os.path.exists(data["outbox"]) or os.listdir(data["outbox"]) == []
+    assert not far.exists() or [n for n in os.listdir(far) if n.endswith(".tar.gz")] == []
+
+
+def test_a_part_left_by_a_killed_run_is_removed_by_the_next_run(config):
+    """Finding 3: a run killed while archiving left a .part in the outbox; the next run deletes it
+    (no live process holds it), while a .part being written (locked by its writer) is left alone."""
+    path, data, _far = config
+    outbox = Path(data["outbox"])
+    outbox.mkdir()
+    dead = outbox / "web1-20261126T020000Z.tar.gz.part"
+    dead.write_bytes(os.urandom(300_000))
+    alive = outbox / "web1-20261126T030000Z.tar.gz.part"
+    alive.write_bytes(b"being written")
+    notes = outbox / "notes.part"  # not an archive's .part: never touched
+    notes.write_text("mine")
+    with open(alive, "rb") as writer:
+        fcntl.flock(writer, fcntl.LOCK_EX)
+        out = io.StringIO()
+        assert backup_cli.main(["run", "--config", str(path)], out=out) == 0
+    assert json.loads(out.getvalue())["removed_leftovers"] == [dead.name]
+    assert not dead.exists()
+    assert alive.exists() and notes.exists()
 
 
 def test_unreadable_configuration(tmp_path, capsys):
