@@ -116,8 +116,11 @@ def test_no_client_command_deletes_or_overwrites_a_stored_archive():
         result = receiver(command, PAYLOAD)
         assert result.returncode == 2, (command, result.stderr)
         assert refusal in result.stderr, (command, result.stderr)
-    for command in (f"verify {genuine}", f"stat {genuine}", "list", f"get {genuine}"):
+    for command in (f"verify {genuine}", f"stat {genuine}", "list"):
         assert receiver(command).returncode == 0, command
+    # get writes the archive's bytes: to a file, not through the text capture.
+    assert sh(WEB, f"{CLIENT_SSH} bk-{WEB}@{SERVER} 'get {genuine}' > /var/tmp/got", timeout=60).returncode == 0
+    assert sh(WEB, "sha256sum /var/tmp/got && rm /var/tmp/got", check=True).stdout.split()[0] == before[genuine]
     assert stored() == before
     assert sh(SERVER, "stat -c '%U %a' /etc/streamcloud-backup-receiver.json", check=True).stdout.split() == [
         "root", "644"]
