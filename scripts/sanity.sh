@@ -16,6 +16,12 @@ rm -rf "$dest" && mkdir -p "$dest"
 # are tooling, not collection content, and ruff checks them already.
 (cd "$here" && git ls-files -co --exclude-standard -z -- . ':!molecule' ':!benchmarks' ':!scripts' \
   | rsync -a --from0 --files-from=- ./ "$dest/")
+# Collections the plugins import or take doc fragments from (amazon.aws for ec2_stop_protection):
+# ansible-test finds them next to this one, so the installed copies are linked in.
+for dep in amazon; do
+  src=$(python3 -c "import ansible_collections.$dep as m; print(list(m.__path__)[-1])")
+  ln -sfn "$src" "$(dirname "$(dirname "$dest")")/$dep"
+done
 cd "$dest"
 # ansible-test fetches a pip bootstrap script from a host that may be unreachable; give it ours.
 pip_version=$(python3 -c 'import ansible_test._internal.python_requirements as r, inspect, re

@@ -212,15 +212,52 @@ def test_hidden_files_are_refused(address, tls_context, host):
 
 # --- Reverse proxy -----------------------------------------------------------------------------
 
-def test_files_reaches_its_upstream_with_forwarding_headers(address, tls_context):
+def test_files_reaches_its_upstream_over_verified_https(address, tls_context):
     response, body = https(address, tls_context, "/files/some/dir?list=1")
     assert response.status == 200
     seen = json.loads(body)
     assert seen["upstream"] == "files"
-    assert seen["path"] == "/some/dir?list=1"  # the prefix is stripped
+    assert seen["path"] == "/files/some/dir?list=1"  # the prefix is kept (nginx_files_strip_prefix: false)
+    assert seen["tls"] in ("TLSv1.2", "TLSv1.3")  # the upstream was spoken to over TLS ...
+    assert seen["sni"] == VARS["nginx_files_tls_name"]  # ... asking for the name nginx verifies
     assert seen["headers"]["x-forwarded-proto"] == "https"
     assert seen["headers"]["x-forwarded-prefix"] == "/files"
     assert seen["headers"]["x-forwarded-for"]
+
+
+def test_files_downloads_the_exact_bytes_through_https(address, tls_context, host):
+    name = f"blob-{uuid.uuid4().hex}"
+    path = f"/srv/nginx-test-files/{name}"
+    host.run(f"head -c 300000 /dev/urandom > {path}")
+    try:
+        expected = host.file(path).content
+        response, body = https(address, tls_context, f"/files/data/{name}")
+    finally:
+        host.run(f"rm -f {path}")
+    assert response.status == 200
+    assert len(expected) == 300000
+    assert hashlib.sha256(body).hexdigest() == hashlib.sha256(expected).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("path", "log_says"),
+    [
+        pytest.param("/rogue-files/", "upstream SSL certificate verify error", id="certificate-from-another-ca"),
+        pytest.param("/misnamed-files/", 'upstream SSL certificate does not match "other.streamcloud.test"',
+                     id="certificate-without-the-name"),
+    ],
+)
+def test_https_upstream_that_fails_verification_gets_no_request(address, tls_context, host, path, log_says):
+    """The proxy really verifies: a certificate from another CA, or one without the name nginx asks
+    for, ends in 502 and nginx's reason in its error log, and the upstream never sees the request."""
+    marker = f"verify-{uuid.uuid4().hex}"
+    response, body = https(address, tls_context, f"{path}{marker}")
+    assert response.status == 502
+    assert DEFAULTS["nginx_error_pages"][502] in body.decode()
+    assert marker.encode() not in body
+    lines = [line for line in host.file("/var/log/nginx/error.log").content_string.splitlines() if marker in line]
+    assert lines, "nothing about the request in nginx's error log"
+    assert log_says in lines[0], lines[0]
 
 
 def test_kibana_needs_a_password(address, tls_context):
@@ -375,6 +412,14 @@ def nginx_master_pid(host) -> str:
                      "nginx_server_names must list DNS names", id="invalid-server-name"),
         pytest.param({"nginx_csp": ["default-src 'none'"]}, "nginx_csp must be a non-empty string",
                      id="csp-not-a-string"),
+        pytest.param({"nginx_files_tls": "maybe"}, "nginx_files_tls", id="files-tls-not-a-bool"),
+        pytest.param({"nginx_files_tls": "true"}, "nginx_files_tls must be true or false",
+                     id="files-tls-a-string"),
+        pytest.param({"nginx_files_tls_name": "10.0.0.5"}, "nginx_files_tls_name a DNS name",
+                     id="files-tls-name-an-address"),
+        pytest.param({"nginx_locations": [{"path": "/api/", "upstream": "rogue_files", "tls": True,
+                                           "tls_name": "not a name!"}]},
+                     "location /api/ is refused: tls must be true or false", id="location-tls-name-not-dns"),
     ],
 )
 def test_bad_input_fails_before_nginx_is_touched(host, playbook, molecule_scenario_dir, extra_vars, message):

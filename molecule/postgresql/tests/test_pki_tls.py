@@ -140,31 +140,46 @@ def test_tls_settings_are_live(host):
     assert superuser_sql(host, "SHOW ssl_min_protocol_version") == "TLSv1.2"
 
 
-def test_testssl_finds_no_weak_cipher_protocol_or_vulnerability(address, tmp_path):
-    """testssl.sh (Debian's package) over STARTTLS postgres: protocols, cipher categories, vulnerabilities."""
-    report = tmp_path / "testssl.json"
-    result = subprocess.run(
-        ["testssl", "--quiet", "--color", "0", "--warnings", "off", "--starttls", "postgres", "--ip", "one",
-         "--protocols", "--std", "--vulnerable", "--jsonfile", str(report), f"{address}:5432"],
-        capture_output=True, text=True, timeout=900, check=False,
-    )
-    findings = json.loads(report.read_text())
-    assert findings, result.stdout[-3000:]
-    by_id = {f["id"]: f for f in findings}
-    # Protocols: nothing below TLS 1.2, and TLS 1.3 on.
+# testssl.sh (Debian's package) over STARTTLS postgres, with only the checks read below: protocols,
+# cipher categories, vulnerabilities. Run once; the three tests read its JSON findings.
+TESTSSL = ["testssl", "--quiet", "--color", "0", "--warnings", "off", "--starttls", "postgres", "--ip", "one",
+           "--protocols", "--std", "--vulnerable"]
+
+
+@pytest.fixture(scope="module")
+def testssl(address, tmp_path_factory) -> list[dict]:
+    report = tmp_path_factory.mktemp("testssl") / "testssl.json"
+    result = subprocess.run([*TESTSSL, "--jsonfile", str(report), f"{address}:5432"],
+                            capture_output=True, text=True, timeout=900, check=False)
+    findings = json.loads(report.read_text()) if report.exists() else []
+    assert findings, result.stdout[-3000:] + result.stderr[-3000:]
+    return findings
+
+
+def test_testssl_offers_tls12_and_13_only(testssl):
+    by_id = {f["id"]: f for f in testssl}
     for old in ("SSLv2", "SSLv3", "TLS1", "TLS1_1"):
         assert by_id[old]["finding"].startswith("not offered"), by_id[old]
     assert by_id["TLS1_2"]["finding"].startswith("offered"), by_id["TLS1_2"]
     assert by_id["TLS1_3"]["finding"].startswith("offered"), by_id["TLS1_3"]
-    # Weak cipher categories: none offered.
-    categories = [f for f in findings if f["id"].startswith("cipherlist_")]
+
+
+def test_testssl_finds_no_weak_cipher_category(testssl):
+    categories = [f for f in testssl if f["id"].startswith("cipherlist_")]
     assert len(categories) >= 5, categories
     weak = [f for f in categories if f["id"] != "cipherlist_STRONG" and "not offered" not in f["finding"]]
     assert weak == [], weak
-    # No vulnerable or potentially vulnerable line (LUCKY13 was "potentially vulnerable").
-    vulnerable = [f for f in findings if "vulnerable" in f["finding"].lower() and "not vulnerable" not in
+
+
+def test_testssl_finds_no_vulnerability(testssl):
+    """No vulnerable or potentially vulnerable line (LUCKY13 was "potentially vulnerable")."""
+    vulnerable = [f for f in testssl if "vulnerable" in f["finding"].lower() and "not vulnerable" not in
                   f["finding"].lower()]
     assert vulnerable == [], vulnerable
+    # Every check of --vulnerable ran (a scan cut short would list none of them).
+    ran = {f["id"] for f in testssl}
+    assert {"heartbleed", "CCS", "ROBOT", "secure_renego", "CRIME_TLS", "POODLE_SSL", "SWEET32", "FREAK",
+            "DROWN", "LOGJAM", "BEAST", "LUCKY13", "RC4"} <= ran, sorted(ran)
 
 
 @pytest.fixture(scope="module")
@@ -180,20 +195,32 @@ def own_certificate(tmp_path_factory) -> dict:
 STATE = "/etc/postgresql/*/main/conf.d/50-streamcloud.conf /etc/postgresql/*/main/pg_hba.conf /etc/streamcloud/pki/*"
 
 
-@pytest.mark.parametrize(("given", "message"), [
-    (("own.crt", None), "postgresql_ssl_private_key is missing"),
-    ((None, "own.key"), "postgresql_ssl_certificate is missing"),
-    (("own.crt", "other.key"), "postgresql_ssl_private_key does not match postgresql_ssl_certificate"),
-])
-def test_own_certificate_input_is_checked_before_any_change(host, playbook, molecule_scenario_dir, own_certificate,
-                                                            given, message):
-    extra = {"postgresql_ssl_certificate": own_certificate[given[0]] if given[0] else "",
-             "postgresql_ssl_private_key": own_certificate[given[1]] if given[1] else ""}
+OWN_CERTIFICATE_CASES = {
+    "certificate-without-key": (("own.crt", None), "postgresql_ssl_private_key is missing"),
+    "key-without-certificate": ((None, "own.key"), "postgresql_ssl_certificate is missing"),
+    "key-of-another-certificate": (("own.crt", "other.key"),
+                                   "postgresql_ssl_private_key does not match postgresql_ssl_certificate"),
+}
+
+
+@pytest.fixture(scope="module")
+def own_certificate_cases(host, role_cases, own_certificate) -> dict:
+    """The three cases in one ansible-playbook run (each a block of its own), with the state before and after."""
+    cases = {case: {"postgresql_ssl_certificate": own_certificate[given[0]] if given[0] else "",
+                    "postgresql_ssl_private_key": own_certificate[given[1]] if given[1] else ""}
+             for case, (given, _) in OWN_CERTIFICATE_CASES.items()}
     before = host.check_output(f"sha256sum {STATE}")
-    result = playbook(molecule_scenario_dir / "converge.yml", extra)
-    output = " ".join((result.stdout + result.stderr).split())
-    assert result.returncode != 0
-    assert message in output, output[-3000:]
-    assert "BEGIN PRIVATE KEY" not in output
-    assert host.check_output(f"sha256sum {STATE}") == before
+    run = role_cases("database", "streamcloud.platform.postgresql", cases,
+                     {"postgresql_allowed_networks": ["{{ ansible_facts['default_ipv4']['gateway'] }}/32"]})
+    return {"run": run, "before": before, "after": host.check_output(f"sha256sum {STATE}")}
+
+
+@pytest.mark.parametrize("case", list(OWN_CERTIFICATE_CASES))
+def test_own_certificate_input_is_checked_before_any_change(host, own_certificate_cases, case):
+    run, message = own_certificate_cases["run"], OWN_CERTIFICATE_CASES[case][1]
+    assert run.failed(case), run.sections.get(case, run.output)[-3000:]
+    assert message in run.text(case), run.text(case)[-3000:]
+    assert "BEGIN PRIVATE KEY" not in run.output
+    assert run.recap["changed"] == 0 and run.recap["rescued"] == len(OWN_CERTIFICATE_CASES), run.recap
+    assert own_certificate_cases["after"] == own_certificate_cases["before"]
     assert not host.file("/etc/postgresql/streamcloud-ssl/server.key").exists

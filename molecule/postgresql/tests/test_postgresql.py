@@ -241,41 +241,49 @@ def test_check_mode_changes_nothing(playbook, molecule_scenario_dir):
 
 
 STATE_FILES = "/etc/postgresql/*/main/conf.d/50-streamcloud.conf /etc/postgresql/*/main/pg_hba.conf"
+# Case -> (the variables given, the message the run must fail with).
+BAD_INPUT = {
+    "unknown-auth-method": ({"postgresql_hba_entries": [{"database": "all", "user": "all", "address": "10.0.0.0/8",
+                                                         "method": "magic"}]},
+                            "postgresql_hba_entries:"),
+    "trust": ({"postgresql_hba_entries": [{"database": "all", "user": "all", "address": "10.0.0.0/8",
+                                           "method": "trust"}]},
+              "set postgresql_hba_allow_weak: true only if you really mean it"),
+    "md5": ({"postgresql_hba_entries": [{"database": "all", "user": "all", "address": "10.0.0.0/8",
+                                         "method": "md5"}]},
+            "set postgresql_hba_allow_weak: true only if you really mean it"),
+    "undeclared-owner": ({"postgresql_databases": [{"name": "streamcloud", "owner": "streamcloud"},
+                                                   {"name": "media", "owner": "nobody_declared"}]},
+                         "postgresql_databases: database 'media' is owned by 'nobody_declared'"),
+    "memory-share-above-1": ({"postgresql_memory_share": 1.5}, "postgresql_memory_share is the share"),
+    "well-known-password": ({"postgresql_users": [{"name": "streamcloud", "password": "changeme"}]},
+                            "postgresql_users: role 'streamcloud' is refused"),
+    "network-without-prefix": ({"postgresql_allowed_networks": ["10.0.0.0"]},
+                               "postgresql_allowed_networks: '10.0.0.0' is not a network in CIDR form"),
+}
+# As converge.yml sets it for the role.
+CONVERGE_VARS = {"postgresql_allowed_networks": ["{{ ansible_facts['default_ipv4']['gateway'] }}/32"]}
 
 
-@pytest.mark.parametrize(
-    ("extra_vars", "message"),
-    [
-        pytest.param({"postgresql_hba_entries": [{"database": "all", "user": "all", "address": "10.0.0.0/8",
-                                                  "method": "magic"}]},
-                     "postgresql_hba_entries:", id="unknown-auth-method"),
-        pytest.param({"postgresql_hba_entries": [{"database": "all", "user": "all", "address": "10.0.0.0/8",
-                                                  "method": "trust"}]},
-                     "set postgresql_hba_allow_weak: true only if you really mean it", id="trust"),
-        pytest.param({"postgresql_hba_entries": [{"database": "all", "user": "all", "address": "10.0.0.0/8",
-                                                  "method": "md5"}]},
-                     "set postgresql_hba_allow_weak: true only if you really mean it", id="md5"),
-        pytest.param({"postgresql_databases": [{"name": "streamcloud", "owner": "streamcloud"},
-                                               {"name": "media", "owner": "nobody_declared"}]},
-                     "postgresql_databases: database 'media' is owned by 'nobody_declared'", id="undeclared-owner"),
-        pytest.param({"postgresql_memory_share": 1.5},
-                     "postgresql_memory_share is the share", id="memory-share-above-1"),
-        pytest.param({"postgresql_users": [{"name": "streamcloud", "password": "changeme"}]},
-                     "postgresql_users: role 'streamcloud' is refused", id="well-known-password"),
-        pytest.param({"postgresql_allowed_networks": ["10.0.0.0"]},
-                     "postgresql_allowed_networks: '10.0.0.0' is not a network in CIDR form",
-                     id="network-without-prefix"),
-    ],
-)
-def test_bad_input_fails_before_any_change(host, playbook, molecule_scenario_dir, extra_vars, message):
+@pytest.fixture(scope="module")
+def bad_input(host, role_cases) -> dict:
+    """Every bad-input case in one ansible-playbook run (each case a block of its own), with the
+    configuration's checksums before and after."""
     before = host.check_output(f"sha256sum {STATE_FILES}")
-    result = playbook(molecule_scenario_dir / "converge.yml", extra_vars)
-    output = " ".join((result.stdout + result.stderr).split())
-    assert result.returncode != 0
-    assert message in output, output[-3000:]
-    assert "changed=0" in output
-    assert "changeme" not in output.replace("(hackme, changeme...)", "")
-    assert host.check_output(f"sha256sum {STATE_FILES}") == before
+    run = role_cases("database", "streamcloud.platform.postgresql",
+                     {case: extra for case, (extra, _) in BAD_INPUT.items()}, CONVERGE_VARS)
+    return {"run": run, "before": before, "after": host.check_output(f"sha256sum {STATE_FILES}")}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUT))
+def test_bad_input_fails_before_any_change(bad_input, case):
+    run, message = bad_input["run"], BAD_INPUT[case][1]
+    assert run.failed(case), run.sections.get(case, run.output)[-3000:]
+    assert message in run.text(case), run.text(case)[-3000:]
+    # No case changed anything: not one task of the whole run, not one byte of the configuration.
+    assert run.recap["changed"] == 0 and run.recap["rescued"] == len(BAD_INPUT), run.recap
+    assert "changeme" not in " ".join(run.output.split()).replace("(hackme, changeme...)", "")
+    assert bad_input["after"] == bad_input["before"]
 
 
 @pytest.fixture()

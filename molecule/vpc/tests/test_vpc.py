@@ -265,6 +265,17 @@ def test_termination_protection(ec2, env):
         assert value["DisableApiTermination"]["Value"] is (tags(i)["Service"] in PROTECTED), tags(i)["Name"]
 
 
+@pytest.mark.parametrize("env", ["dev", "prod"])
+def test_stop_protection(ec2, env):
+    """Deliver: stop protection on the database and backup hosts (a stop request is refused); not on the others."""
+    for i in instances(ec2, env):
+        value = ec2.describe_instance_attribute(InstanceId=i["InstanceId"], Attribute="disableApiStop")
+        assert value["DisableApiStop"]["Value"] is (tags(i)["Service"] in PROTECTED), tags(i)["Name"]
+    database = next(i for i in instances(ec2, env) if tags(i)["Service"] == "database")
+    with pytest.raises(ec2.exceptions.ClientError, match="disableApiStop"):
+        ec2.stop_instances(InstanceIds=[database["InstanceId"]])
+
+
 def data_volumes(ec2, env: str) -> list[dict]:
     found = ec2.describe_volumes(Filters=[*env_filter(env), {"Name": "tag:Role", "Values": ["data"]}])["Volumes"]
     return owned(found, env)
@@ -384,18 +395,43 @@ BAD_INPUT = {
 }
 
 
+# A project of its own: anything created would show up under it. The endpoint is a closed port, so
+# a single API call would fail with a connection error instead of the expected message.
+NO_API = {"vpc_project": "badinput", "vpc_aws_endpoint_url": "http://127.0.0.1:9"}
+
+
+@pytest.fixture(scope="module")
+def bad_input(role_cases):
+    """The cases of the role's own checks in ONE ansible-playbook run (each case a block of its own),
+    with dev's settings as playbooks/provision.yml loads them; the case that names no environment
+    stops in provision.yml itself, so it is run through provision.yml, on its own."""
+    role_level = {case: {"vpc_ami_name_pattern": AMI_PATTERN, **extra, **NO_API}
+                  for case, (extra, _) in BAD_INPUT.items() if "vpc_environment" not in extra}
+    batch = role_cases("localhost", "streamcloud.platform.vpc", role_level,
+                       {"vpc_environment": "dev", "ansible_python_interpreter": "{{ ansible_playbook_python }}"},
+                       play={"connection": "local", "gather_facts": False,
+                             "vars_files": [str(REPO / "inventories" / "dev" / "group_vars" / "all" / "vpc.yml")]},
+                       inventory="localhost,")
+    extra = {**BAD_INPUT["unknown environment"][0], **NO_API}
+    alone = run(PROVISION, extra.pop("vpc_environment"), extra=extra)
+    return {"batch": batch, "alone": alone}
+
+
 @pytest.mark.parametrize("case", sorted(BAD_INPUT))
-def test_bad_input_fails_before_any_api_call(ec2, case):
-    extra, message = BAD_INPUT[case]
-    # A project of its own: anything created would show up under it. The endpoint is a closed port,
-    # so a single API call would fail with a connection error instead of the expected message.
-    extra = {**extra, "vpc_project": "badinput", "vpc_aws_endpoint_url": "http://127.0.0.1:9"}
-    result = run(PROVISION, extra.pop("vpc_environment", "dev"), extra=extra)
-    assert result.returncode != 0
-    # Failures go to stdout or stderr depending on the callback settings (Molecule sends them to stderr).
-    output = result.stdout + result.stderr
-    assert message in output, output[-3000:]
-    failed_task = [ln for ln in result.stdout.splitlines() if ln.startswith("TASK [")][-1]
+def test_bad_input_fails_before_any_api_call(ec2, bad_input, case):
+    message = BAD_INPUT[case][1]
+    if case == "unknown environment":
+        result = bad_input["alone"]
+        assert result.returncode != 0
+        # Failures go to stdout or stderr depending on the callback settings (Molecule sends them to stderr).
+        output = result.stdout + result.stderr
+        assert message in output, output[-3000:]
+        failed_task = [ln for ln in result.stdout.splitlines() if ln.startswith("TASK [")][-1]
+    else:
+        batch = bad_input["batch"]
+        assert batch.failed(case), batch.sections.get(case, batch.output)[-3000:]
+        assert message in batch.text(case), batch.text(case)[-3000:]
+        failed_task = batch.failed_task(case)
     assert "Check " in failed_task, failed_task
     assert inventory_project_empty(ec2, "badinput")
 
