@@ -4,6 +4,7 @@
 
   streamcloud-backup run [--config FILE] [--cron]  dumps, archive, ship, status file, one JSON log line
   streamcloud-backup rotate --path DIR ...         retention on the backup host
+  streamcloud-backup choose --path DIR --source S  the archive a restore takes (backup host, read-only)
   streamcloud-backup restore --archive F ...       verify and restore one archive
 
 The random delay (``splay``) applies only with ``--cron`` (the cron entry), never to a manual run.
@@ -192,6 +193,12 @@ def parser():
                      help="seconds a name may be after its receive time before it is quarantined")
     for rule in backup_rotate.RULES:
         rot.add_argument("--" + rule.replace("_", "-"), type=int, default=0)
+    cho = sub.add_parser("choose", help="the archive a restore takes: newest received and verified (read-only)")
+    cho.add_argument("--path", required=True, help="the source's directory on the backup host")
+    cho.add_argument("--source", required=True)
+    cho.add_argument("--archive", default="latest", help="latest, a day (YYYY-MM-DD) or an archive file name")
+    cho.add_argument("--max-future-skew", type=int, default=3600,
+                     help="seconds a name may be after its receive time before it is skipped")
     res = sub.add_parser("restore", help="verify and restore one archive")
     res.add_argument("--archive", required=True)
     res.add_argument("--sha256")
@@ -213,6 +220,9 @@ def main(argv=None, out=sys.stdout):
             policy = {rule: getattr(args, rule) for rule in backup_rotate.RULES}
             result = backup_rotate.rotate(args.path, policy, recurse=args.recurse,
                                           verify=not args.no_verify, check_mode=args.check,
+                                          max_future_skew=args.max_future_skew)
+        elif args.command == "choose":
+            result = backup_rotate.choose(args.path, args.source, args.archive,
                                           max_future_skew=args.max_future_skew)
         else:
             result = backup_restore.restore(args.archive, sha256=args.sha256, target=args.target,

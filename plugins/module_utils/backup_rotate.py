@@ -14,6 +14,10 @@ is deleted, every archive the plan keeps is hashed (``verify``): a corrupted one
 ``.sha256``) is moved to ``.quarantine/`` and the plan is made again without it, so its good
 neighbours take its slot. The newest verified archive of every source is always kept. Files that
 are not archives, and symlinks, are never touched; ``recurse`` enters real directories only.
+
+``choose`` is the restore's side of the same dating: the archive a restore takes is the newest by
+receive time (never by name) whose SHA-256 still matches its sidecar. It only reads: a corrupted
+or future-dated archive is skipped and reported, and left for ``verify`` and rotation to quarantine.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import re
 import stat
 
 from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common import (
@@ -200,3 +205,42 @@ def rotate(directory, policy, recurse=False, verify=True, check_mode=False, max_
         for _source, archives in sorted(scan(current).items()):
             _rotate_source(current, archives, policy, verify, max_future_skew, check_mode, result)
     return result
+
+
+DAY_RE = re.compile(r"^(\d{4})-?(\d{2})-?(\d{2})\Z")
+
+
+def choose(directory, source, wanted="latest", max_future_skew=3600, verify=True):
+    """The archive a restore of ``source`` takes from ``directory`` (read-only).
+
+    ``wanted``: ``latest`` (every archive), a day ``YYYY-MM-DD`` or ``YYYYMMDD`` (the archives whose
+    name is of that day), or an archive file name (that one, taken as asked: the restore checks its
+    hash). Among the candidates, newest received first, the first whose SHA-256 matches its sidecar
+    and whose name is at most ``max_future_skew`` seconds after its receive time. Returns
+    {"name": str or None, "received": ISO time or None, "skipped": [{"name", "reason"}],
+    "available": [names, newest received first]}.
+    """
+    archives = _newest_first(scan(directory).get(source, []))
+    answer = {"name": None, "received": None, "skipped": [], "available": [a[0] for a in archives]}
+    if wanted != "latest" and parse_archive_name(wanted):
+        for name, when, _named in archives:
+            if name == wanted:
+                answer.update(name=name, received=when.isoformat())
+        return answer
+    day = DAY_RE.match(wanted)
+    if wanted != "latest" and not day:
+        raise BackupError(f"archive {wanted!r}: use latest, a day (YYYY-MM-DD) or an archive file name")
+    skew = datetime.timedelta(seconds=max_future_skew)
+    for name, when, named in archives:
+        if day and named.strftime("%Y%m%d") != "".join(day.groups()):
+            continue
+        if named > when + skew:
+            reason = (f"named {named:%Y-%m-%dT%H:%M:%SZ}, received {when:%Y-%m-%dT%H:%M:%SZ}: dated more than "
+                      f"{max_future_skew} s in the future")
+        else:
+            reason = _checked(os.path.join(directory, name)) if verify else None
+        if reason is None:
+            answer.update(name=name, received=when.isoformat())
+            break
+        answer["skipped"].append({"name": name, "reason": reason})
+    return answer

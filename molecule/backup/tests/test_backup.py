@@ -294,18 +294,50 @@ def test_two_runs_at_once_the_second_exits_cleanly():
     assert outbox(WEB) == []
 
 
-def test_corrupted_archive_is_detected_by_restore(playbook):
-    good = published(WEB)[-1]
-    bad = "backup-web-20991231T235959Z.tar.gz"
-    sh(SERVER, f"cp -p {ROOT}/{WEB}/{good} {ROOT}/{WEB}/{bad} && "
-               f"sed 's/{good}/{bad}/' {ROOT}/{WEB}/{good}.sha256 > {ROOT}/{WEB}/{bad}.sha256", check=True)
+def backup_with_clock_at(container: str, year: int) -> tuple[int, dict]:
+    """The real pipeline (the installed code, config and key) on a source whose clock says Jan 1st of
+    ``year``: only the archive's name carries the wrong time; the backup host records its own."""
+    code = ("import datetime, sys; sys.path.insert(0, '/usr/local/lib/streamcloud-backup'); "
+            "from ansible_collections.streamcloud.platform.plugins.module_utils import backup_archive, backup_cli; "
+            f"backup_archive.utcnow = lambda: datetime.datetime({year}, 1, 1, tzinfo=datetime.timezone.utc); "
+            "sys.exit(backup_cli.main(['run']))")
+    result = sh(container, f'python3 -c "{code}"')
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    assert lines, f"no JSON line from {container}: {result.stdout} {result.stderr}"
+    return result.returncode, json.loads(lines[-1])
+
+
+def test_latest_is_the_newest_received_and_verified_archive_not_the_newest_name(playbook):
+    """The restore's 'latest' is the backup host's: by receive time, skipping a corrupted archive.
+    (It was the highest name: the archive of a source whose clock went back was never restored, and
+    a corrupted newest archive failed the restore instead of yielding to the one before it.)"""
+    sh(WEB, "echo 'made while the clock said 2000' > /srv/data/conf/app.ini", check=True)
+    code, line = backup_with_clock_at(WEB, 2000)
+    assert code == 0 and line["status"] == "ok", line
+    clock_2000 = line["archive"]
+    assert clock_2000.startswith(f"{WEB}-20000101T") and clock_2000 in published(WEB)
+    sh(WEB, "echo 'newest, corrupted on the backup host' > /srv/data/conf/app.ini", check=True)
+    time.sleep(1.1)  # received in a later second than clock_2000
+    code, line = backup(WEB)
+    assert code == 0 and line["status"] == "ok", line
+    bad = line["archive"]
+    assert published(WEB)[-1] == bad  # the highest name too
     flip_byte(SERVER, f"{ROOT}/{WEB}/{bad}")
-    sh(WEB, "echo 'edited after the backup' > /srv/data/conf/app.ini", check=True)
+    sh(WEB, "echo 'edited after the backups' > /srv/data/conf/app.ini", check=True)
     try:
-        result = playbook(RESTORE, {"restore_source": WEB})  # latest = the corrupted one
+        result = playbook(RESTORE, {"restore_source": WEB})
+        assert result.returncode == 0, output(result)[-3000:]
+        assert bad in result.stdout and "checksum mismatch" in result.stdout  # reported as skipped
+        assert sh(WEB, "cat /srv/data/conf/app.ini").stdout == "made while the clock said 2000\n"
+        # The restore only reads on the backup host: the corrupted archive is where it was.
+        assert bad in published(WEB)
+
+        # Asked for by name, the corrupted archive is refused and nothing is restored.
+        sh(WEB, "echo 'edited after the backups' > /srv/data/conf/app.ini", check=True)
+        result = playbook(RESTORE, {"restore_source": WEB, "restore_archive": bad})
         assert result.returncode != 0
         assert f"{bad} is corrupted" in output(result)
-        assert sh(WEB, "cat /srv/data/conf/app.ini").stdout == "edited after the backup\n"
+        assert sh(WEB, "cat /srv/data/conf/app.ini").stdout == "edited after the backups\n"
         # Even handed to the target directly (sidecar "fixed" to match), the manifest check refuses it.
         sh(WEB, "mkdir -p /var/tmp/r", check=True)
         raw = subprocess.run(["docker", "exec", SERVER, "cat", f"{ROOT}/{WEB}/{bad}"], capture_output=True,
@@ -316,8 +348,9 @@ def test_corrupted_archive_is_detected_by_restore(playbook):
         assert direct.returncode == 1 and "is corrupted" in direct.stderr
         assert sh(WEB, "test -e /var/tmp/r/out/srv").returncode == 1
     finally:
-        sh(SERVER, f"rm -f {ROOT}/{WEB}/{bad} {ROOT}/{WEB}/{bad}.sha256")
-        sh(WEB, "rm -rf /var/tmp/r")
+        for name in (clock_2000, bad):
+            sh(SERVER, f"rm -f {ROOT}/{WEB}/{name} {ROOT}/{WEB}/{name}.sha256 {ROOT}/{WEB}/{name}.received")
+        sh(WEB, "rm -rf /var/tmp/r && echo 'stream=live' > /srv/data/conf/app.ini")
 
 
 # --- rotation ------------------------------------------------------------------------------------

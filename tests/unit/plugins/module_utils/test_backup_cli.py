@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
 import fcntl
+import hashlib
 import io
 import json
 import os
@@ -233,3 +235,20 @@ def test_the_outbox_behind_a_symlink_is_never_archived(tree, tmp_path):
     names = subprocess.run(["tar", "-tzf", second["archive"]], capture_output=True, text=True, check=True).stdout
     assert not [n for n in names.splitlines() if "/real/outbox" in n or first["name"] in n]
     assert any(n.endswith("/real") or n.endswith("/real/") for n in names.splitlines())
+
+
+def test_choose_prints_the_archive_a_restore_takes(tmp_path, capsys):
+    """The command the restore entry point runs on the backup host: one JSON line."""
+    d = tmp_path / "web1"
+    d.mkdir()
+    for hour, name in ((1, "web1-20261127T020000Z.tar.gz"), (2, "web1-20000101T000000Z.tar.gz")):
+        (d / name).write_bytes(name.encode())
+        (d / (name + ".sha256")).write_text(f"{hashlib.sha256(name.encode()).hexdigest()}  {name}\n")
+        when = datetime.datetime(2026, 11, 27, hour, tzinfo=datetime.timezone.utc)
+        (d / (name + ".received")).write_text(json.dumps({"received": f"{when:%Y%m%dT%H%M%SZ}"}) + "\n")
+    out = io.StringIO()
+    assert backup_cli.main(["choose", "--path", str(d), "--source", "web1"], out=out) == 0
+    assert json.loads(out.getvalue())["name"] == "web1-20000101T000000Z.tar.gz"
+    bad = ["choose", "--path", str(d), "--source", "web1", "--archive", "soon"]
+    assert backup_cli.main(bad, out=io.StringIO()) == 1
+    assert "use latest, a day" in capsys.readouterr().err

@@ -247,3 +247,100 @@ def test_bad_policy_deletes_nothing(tmp_path, policy, message):
 def test_missing_directory(tmp_path):
     with pytest.raises(BackupError, match="is not a directory on the backup host"):
         br.rotate(str(tmp_path / "nope"), {"keep_last": 1})
+
+
+# --- choose: the archive a restore takes -----------------------------------------------------------
+
+def stored(directory, name, when, body=None):
+    """One archive as the receiver stores it: the file, its .sha256 and its receive record."""
+    directory.mkdir(parents=True, exist_ok=True)
+    body = name.encode() if body is None else body
+    (directory / name).write_bytes(body)
+    (directory / (name + ".sha256")).write_text(f"{hashlib.sha256(body).hexdigest()}  {name}\n")
+    received(directory, name, when)
+
+
+def test_latest_is_the_newest_received_not_the_newest_name(tmp_path):
+    """The client's clock went back to 2000 for its last two runs: those archives were received last
+    and hold the newest data; a restore of 'latest' takes the last one received."""
+    d = tmp_path / "web1"
+    genuine(d, days=10)
+    stored(d, "web1-20000101T000000Z.tar.gz", END + datetime.timedelta(hours=1))
+    stored(d, "web1-20000101T010000Z.tar.gz", END + datetime.timedelta(hours=2))
+    answer = br.choose(str(d), "web1")
+    assert answer["name"] == "web1-20000101T010000Z.tar.gz"
+    assert answer["received"] == (END + datetime.timedelta(hours=2)).isoformat()
+    assert answer["available"][:2] == ["web1-20000101T010000Z.tar.gz", "web1-20000101T000000Z.tar.gz"]
+    assert answer["skipped"] == []
+
+
+def test_a_corrupted_newest_archive_is_skipped_reported_and_left_in_place(tmp_path):
+    d = tmp_path / "web1"
+    genuine(d, days=3)
+    newest = "web1-20261127T030000Z.tar.gz"
+    stored(d, newest, END + datetime.timedelta(hours=1))
+    (d / newest).write_bytes(b"rewritten on the backup host")
+    answer = br.choose(str(d), "web1")
+    assert answer["name"] == "web1-20261127T020000Z.tar.gz"
+    assert [s["name"] for s in answer["skipped"]] == [newest]
+    assert "checksum mismatch" in answer["skipped"][0]["reason"]
+    # Read-only: the restore reports; verify and rotation quarantine.
+    assert (d / newest).exists() and not (d / ".quarantine").exists()
+
+
+def test_an_archive_without_its_sidecar_or_named_in_the_future_is_skipped(tmp_path):
+    d = tmp_path / "web1"
+    genuine(d, days=3)
+    unsigned = "web1-20261127T030000Z.tar.gz"
+    stored(d, unsigned, END + datetime.timedelta(hours=1))
+    (d / (unsigned + ".sha256")).unlink()
+    future = "web1-20991231T000000Z.tar.gz"
+    stored(d, future, END + datetime.timedelta(hours=2))
+    answer = br.choose(str(d), "web1", max_future_skew=3600)
+    assert answer["name"] == "web1-20261127T020000Z.tar.gz"
+    reasons = {s["name"]: s["reason"] for s in answer["skipped"]}
+    assert "in the future" in reasons[future] and "no .sha256" in reasons[unsigned]
+
+
+def test_quarantined_and_other_sources_archives_are_never_chosen(tmp_path):
+    d = tmp_path / "web1"
+    genuine(d, days=2)
+    stored(d / ".quarantine", "web1-20261127T050000Z.tar.gz", END + datetime.timedelta(hours=5))
+    stored(d, "db1-20261127T060000Z.tar.gz", END + datetime.timedelta(hours=6))
+    assert br.choose(str(d), "web1")["name"] == "web1-20261127T020000Z.tar.gz"
+
+
+def test_a_day_takes_the_newest_received_verified_archive_named_that_day(tmp_path):
+    d = tmp_path / "web1"
+    genuine(d, days=5)
+    # Two more of 25 Nov; the last received is corrupted, so the one before it is taken.
+    stored(d, "web1-20261125T010000Z.tar.gz", END + datetime.timedelta(hours=1))
+    stored(d, "web1-20261125T000000Z.tar.gz", END + datetime.timedelta(hours=2))
+    (d / "web1-20261125T000000Z.tar.gz").write_bytes(b"flipped")
+    for day in ("2026-11-25", "20261125"):
+        answer = br.choose(str(d), "web1", day)
+        assert answer["name"] == "web1-20261125T010000Z.tar.gz", day
+        assert [s["name"] for s in answer["skipped"]] == ["web1-20261125T000000Z.tar.gz"]
+    missing = br.choose(str(d), "web1", "1999-01-01")
+    assert missing["name"] is None and len(missing["available"]) == 7
+
+
+def test_a_named_archive_is_taken_as_asked_and_a_missing_one_is_none(tmp_path):
+    d = tmp_path / "web1"
+    genuine(d, days=2)
+    name = "web1-20261126T020000Z.tar.gz"
+    (d / name).write_bytes(b"corrupted: the restore's own hash check refuses it")
+    assert br.choose(str(d), "web1", name)["name"] == name
+    assert br.choose(str(d), "web1", "web1-20200101T000000Z.tar.gz")["name"] is None
+
+
+@pytest.mark.parametrize("wanted", ["yesterday", "2026-11", "../web2-20261126T020000Z.tar.gz"])
+def test_choose_refuses_what_is_not_latest_a_day_or_a_name(tmp_path, wanted):
+    genuine(tmp_path / "web1", days=1)
+    with pytest.raises(BackupError, match="use latest, a day"):
+        br.choose(str(tmp_path / "web1"), "web1", wanted)
+
+
+def test_choose_of_a_missing_directory_is_a_clear_error(tmp_path):
+    with pytest.raises(BackupError, match="is not a directory on the backup host"):
+        br.choose(str(tmp_path / "nobody"), "nobody")
