@@ -64,6 +64,8 @@ DEFAULTS = {
     "lock_file": "/run/lock/streamcloud-backup.lock",
     "lock_wait": 0,
     "splay": 0,
+    "recipients": None,
+    "sign_key": None,
 }
 
 
@@ -109,6 +111,7 @@ def archive_step(config):
         compression=config["compression"], compression_level=config["compression_level"],
         threads=config["threads"], excludes=config["excludes"], db_dump_command=dump,
         dump_dir=config["dump_dir"], allow_empty=config["allow_empty"],
+        recipients=config["recipients"], sign_key=config["sign_key"],
     )
 
 
@@ -208,6 +211,8 @@ def parser():
     res.add_argument("--no-files", action="store_true", help="the database dumps only")
     res.add_argument("--path", action="append", default=[], help="restore only this path (repeatable)")
     res.add_argument("--report", help="file listing every applied entry (default: next to the archive)")
+    res.add_argument("--identity-stdin", action="store_true",
+                     help="read the age identity (private key) that decrypts a NAME.age archive from standard input")
     return top
 
 
@@ -225,9 +230,11 @@ def main(argv=None, out=sys.stdout):
             result = backup_rotate.choose(args.path, args.source, args.archive,
                                           max_future_skew=args.max_future_skew)
         else:
+            identity = sys.stdin.buffer.read() if args.identity_stdin else None
             result = backup_restore.restore(args.archive, sha256=args.sha256, target=args.target,
                                             dry_run=args.dry_run, databases=not args.no_databases,
-                                            files=not args.no_files, paths=args.path, report=args.report)
+                                            files=not args.no_files, paths=args.path, report=args.report,
+                                            identity=identity)
     except BackupError as exc:
         sys.stderr.write(f"streamcloud-backup {args.command}: {exc}\n")
         return 1

@@ -18,8 +18,9 @@ import shutil
 
 CHUNK = 1024 * 1024
 
-# <source>-<UTC timestamp>.tar.<ext>; the timestamp is what rotation sorts and buckets by.
-ARCHIVE_RE = re.compile(r"^(?P<source>[A-Za-z0-9][A-Za-z0-9._-]{0,62})-(?P<stamp>\d{8}T\d{6}Z)\.tar\.(?P<ext>gz|zst)\Z")
+# <source>-<UTC timestamp>.tar.<ext>[.age] (.age: encrypted with age at the source, backup_crypt).
+ARCHIVE_RE = re.compile(r"^(?P<source>[A-Za-z0-9][A-Za-z0-9._-]{0,62})-(?P<stamp>\d{8}T\d{6}Z)"
+                        r"\.tar\.(?P<ext>gz|zst)(?P<sealed>\.age)?\Z")
 # \Z, not $: "$" also matches before a final newline, and "web\n" is not a name.
 SOURCE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -141,6 +142,11 @@ def received_path(archive: str) -> str:
     return archive + ".received"
 
 
+def sidecars(archive: str) -> tuple:
+    """The files that go with a stored archive: its .sha256, its receive record, its signature."""
+    return (sidecar_path(archive), received_path(archive), archive + ".sig")
+
+
 def write_received(archive: str, when: datetime.datetime, sha256: str, size: int) -> None:
     """The backup host's own record of when it received an archive (rotation dates archives by it)."""
     record = {"received": when.astimezone(datetime.timezone.utc).strftime(STAMP_FORMAT), "sha256": sha256,
@@ -175,7 +181,7 @@ def quarantine(archive: str, reason: str) -> str:
             os.chown(target, owner.st_uid, owner.st_gid)
     moved = os.path.join(target, os.path.basename(archive))
     atomic_write_text(moved + ".reason", reason + "\n", mode=0o600)
-    for extra in (sidecar_path(archive), received_path(archive)):
+    for extra in sidecars(archive):
         if os.path.exists(extra):
             os.replace(extra, os.path.join(target, os.path.basename(extra)))
     os.replace(archive, moved)

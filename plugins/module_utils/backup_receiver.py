@@ -6,8 +6,9 @@ sshd runs ``<shell> -c "<command>"``; the shell is this receiver, so the account
 all. It serves only its own directory (the account's home, named after the source host) and only these
 commands:
 
-  put NAME SIZE [SHA]  read exactly SIZE bytes from stdin into .incoming/NAME.part; with SHA,
-                    commit it in the same session (one connection per archive)
+  put NAME SIZE [SHA [SIG]]  read exactly SIZE bytes from stdin into .incoming/NAME.part; with
+                    SHA, commit it in the same session (one connection per archive); SIG is the
+                    source's signature (base64), stored as NAME.sig: required for a NAME.age
   commit NAME SHA   hash .incoming/NAME.part from disk; if it matches, publish it as NAME with a
                     NAME.sha256 sidecar (atomic rename); if not, delete the partial file
   stat NAME         whether NAME is published, its size and recorded checksum
@@ -49,16 +50,21 @@ from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common
     CHUNK,
     SHA256_RE,
     BackupError,
+    atomic_write_text,
     fsync_dir,
     parse_archive_name,
     quarantine,
     read_sidecar,
-    received_path,
     sha256_file,
-    sidecar_path,
+    sidecars,
     utcnow,
     write_received,
     write_sidecar,
+)
+from ansible_collections.streamcloud.platform.plugins.module_utils.backup_crypt import (
+    SUFFIX,
+    signature_path,
+    unpack_signature,
 )
 
 EXIT_REFUSED = 2
@@ -79,7 +85,7 @@ class Refused(BackupError):
 
 def _name(value, source=None):
     if not ARCHIVE_RE.match(value or "") or "/" in value:
-        raise Refused(f"{value!r} is not an archive name (<source>-<YYYYmmddTHHMMSSZ>.tar.gz|.tar.zst)")
+        raise Refused(f"{value!r} is not an archive name (<source>-<YYYYmmddTHHMMSSZ>.tar.gz|.tar.zst[.age])")
     if source is not None and ARCHIVE_RE.match(value).group("source") != source:
         raise Refused(f"{value}: this account receives the archives of {source} only")
     return value
@@ -182,24 +188,32 @@ def _published(base, name):
     return path
 
 
-def put(base, name, size, stdin, sha256=None, settings=None):
+def put(base, name, size, stdin, sha256=None, settings=None, signature=None):
     settings = _settings(base, settings)
     final = os.path.join(base, _name(name, settings["source"]))
     if not size.isdigit():
         raise Refused(f"put: size {size!r} is not a byte count")
     if sha256 is not None and not SHA256_RE.match(sha256):
         raise Refused(f"put: {sha256!r} is not a SHA-256 checksum")
+    if signature is not None:
+        try:
+            signature = unpack_signature(signature)
+        except BackupError as exc:
+            raise Refused(f"put {name}: {exc}") from exc
     expected = int(size)
     if os.path.exists(final):
         if sha256 is not None and read_sidecar(final) == sha256:
             return {"name": name, "sha256": sha256, "size": os.path.getsize(final), "already": True}
         raise Refused(f"{name} is already published; it is never overwritten")
+    if name.endswith(SUFFIX) and (sha256 is None or signature is None):
+        raise Refused(f"put {name}: an encrypted archive is accepted only with its checksum and the source's "
+                      "signature (put NAME SIZE SHA SIG)")
     _not_in_future(name, settings["max_future_skew"])
     with _upload_lock(base, name) as part:
         _within_quota(base, name, expected, settings)
         received = _receive(base, name, part, expected, stdin)
         if sha256 is not None:
-            return _publish(base, name, sha256, part)
+            return _publish(base, name, sha256, part, signature)
     return {"name": name, "size": expected, "sha256": received}
 
 
@@ -247,12 +261,14 @@ def commit(base, name, sha256, settings=None):
         if recorded == sha256:
             return {"name": name, "sha256": sha256, "size": os.path.getsize(final), "already": True}
         raise Refused(f"{name} is already published with another checksum; it is never overwritten")
+    if name.endswith(SUFFIX):
+        raise Refused(f"commit {name}: an encrypted archive is published by put NAME SIZE SHA SIG only")
     _not_in_future(name, settings["max_future_skew"])
     with _upload_lock(base, name) as part:
         return _publish(base, name, sha256, part)
 
 
-def _publish(base, name, sha256, part):
+def _publish(base, name, sha256, part, signature=None):
     """Under the name's lock: hash the part from disk, then publish it with its sidecars, never over
     an archive that exists (a hard link fails when the name is taken)."""
     final = os.path.join(base, name)
@@ -269,14 +285,16 @@ def _publish(base, name, sha256, part):
     try:
         write_sidecar(final, sha256)
         write_received(final, utcnow(), sha256, os.path.getsize(part))
+        if signature is not None:
+            atomic_write_text(signature_path(final), signature, mode=0o600)
         os.link(part, final)
         os.unlink(part)
         fsync_dir(base)
     except OSError as exc:
         _unlink(part)
         if not os.path.exists(final):
-            _unlink(sidecar_path(final))
-            _unlink(received_path(final))
+            for extra in sidecars(final):
+                _unlink(extra)
         code = EXIT_NO_SPACE if exc.errno in (errno.ENOSPC, errno.EDQUOT) else EXIT_REFUSED
         raise Refused(f"commit {name}: {exc}", code) from exc
     return {"name": name, "sha256": sha256, "size": os.path.getsize(final), "already": False}
@@ -357,7 +375,8 @@ def dispatch(base, words, stdin, stdout, settings=None):
         raise Refused("no command: this account only receives backups (put, commit, stat, verify, list, get)")
     command, args = words[0], words[1:]
     table = {
-        "put": ((2, 3), lambda: put(base, args[0], args[1], stdin, args[2] if len(args) == 3 else None, settings)),
+        "put": ((2, 3, 4), lambda: put(base, args[0], args[1], stdin, args[2] if len(args) > 2 else None, settings,
+                                       args[3] if len(args) > 3 else None)),
         "commit": (2, lambda: commit(base, args[0], args[1], settings)),
         "stat": (1, lambda: stat_archive(base, args[0])),
         "verify": (1, lambda: verify(base, args[0])),

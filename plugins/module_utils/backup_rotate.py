@@ -34,9 +34,8 @@ from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common
     quarantine,
     read_received,
     read_sidecar,
-    received_path,
     sha256_file,
-    sidecar_path,
+    sidecars,
 )
 
 RULES = ("keep_last", "keep_daily", "keep_weekly", "keep_monthly")
@@ -175,7 +174,7 @@ def _rotate_source(current, archives, policy, verify, max_future_skew, check_mod
             continue
         if not check_mode:
             os.unlink(path)
-            for extra in (sidecar_path(path), received_path(path)):
+            for extra in sidecars(path):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(extra)
         result["deleted"].append(path)

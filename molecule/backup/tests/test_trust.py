@@ -65,7 +65,7 @@ def forget(*names: str) -> None:
 
 def test_genuine_history_exists():
     assert sh(WEB, f"{CLI} run").returncode == 0
-    assert any(name.endswith(".tar.gz") for name in stored())
+    assert any(name.endswith(".tar.gz.age") for name in stored())
 
 
 def test_twelve_uploads_dated_2099_are_refused_and_nothing_genuine_changes():
@@ -99,7 +99,7 @@ def test_a_client_whose_clock_is_at_2000_keeps_its_newest_archive():
 
 
 def test_no_client_command_deletes_or_overwrites_a_stored_archive():
-    genuine = sorted(name for name in stored() if name.endswith(".tar.gz"))[-1]
+    genuine = sorted(name for name in stored() if name.endswith((".tar.gz", ".tar.gz.age")))[-1]
     before = stored()
     size, digest = payload()
     attempts = [

@@ -190,7 +190,7 @@ REFUSED = [
     ("/usr/lib/openssh/sftp-server", "is not allowed"),
     ("put ../other/web1-20261127T020000Z.tar.gz 3", "is not an archive name"),
     ("put .ssh 3", "is not an archive name"),
-    ("put web1-20261127T020000Z.tar.gz", "takes 2 or 3 argument"),
+    ("put web1-20261127T020000Z.tar.gz", "takes 2 or 3 or 4 argument"),
     ("put web1-20261127T020000Z.tar.gz 3 nothex", "is not a SHA-256"),
     ("put web1-20261127T020000Z.tar.gz -1", "is not a byte count"),
     ("get ../../etc/shadow", "is not an archive name"),
