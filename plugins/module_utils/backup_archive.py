@@ -11,11 +11,16 @@ the last member, in place of GNU tar's end-of-archive blocks. The compressed byt
 ``<name>.part``, hashed, and fed at the same time to the compressor's own integrity test
 (``gzip -t`` / ``zstd -t``); the file on disk is then hashed again and must match the stream that
 passed the test. Only then is it renamed to its final name and given a ``.sha256`` sidecar.
+
+With ``recipients`` (encryption on, the role's default), the tested archive is written under a
+hidden name (``.NAME``, never shipped) and sealed by backup_crypt: encrypted with age to
+``NAME.age``, signed by the source's key (``NAME.age.sig``); the plaintext is then deleted.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import fnmatch
 import hashlib
 import json
@@ -26,8 +31,9 @@ import tarfile
 import tempfile
 import threading
 
-from ansible_collections.streamcloud.platform.plugins.module_utils import backup_dumps, backup_manifest
+from ansible_collections.streamcloud.platform.plugins.module_utils import backup_crypt, backup_dumps, backup_manifest
 from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common import (
+    ARCHIVE_RE,
     CHUNK,
     MANIFEST_NAME,
     BackupError,
@@ -215,8 +221,9 @@ def _pump(tar_proc, sink, manifest, errors):
 
 def create_archive(paths, dest, source, compression="gzip", compression_level=None, threads=None,
                    excludes=(), db_dump_command=None, dump_dir=None, check_mode=False, now=None,
-                   allow_empty=False):
-    """Makes one verified archive in ``dest``; returns a dict describing it."""
+                   allow_empty=False, recipients=None, sign_key=None):
+    """Makes one verified archive in ``dest`` (encrypted and signed with ``recipients``); returns a
+    dict describing it."""
     if not paths:
         raise BackupError("paths is empty: give at least one absolute path to archive")
     paths = [_check_abs("paths", p) for p in paths]
@@ -234,8 +241,13 @@ def create_archive(paths, dest, source, compression="gzip", compression_level=No
     if db_dump_command:
         backup_dumps.check_dump_dir(dump_dir, dest, paths)
     compress, test = compressor_argv(compression, compression_level, threads)
+    if recipients is not None:
+        recipients = backup_crypt.check_recipients(recipients)
+        if not sign_key:
+            raise BackupError("sign_key is not set: an encrypted archive is signed with the source's own SSH key "
+                              "(variable backup_sign_key)")
     when = now or utcnow()
-    name = archive_name(source, when, compression)
+    name = archive_name(source, when, compression) + (backup_crypt.SUFFIX if recipients else "")
     final = os.path.join(dest, name)
     if os.path.exists(final):
         raise BackupError(f"{final} already exists: an archive with the same name was made in the same second")
@@ -253,6 +265,7 @@ def create_archive(paths, dest, source, compression="gzip", compression_level=No
         return result
 
     os.makedirs(dest, mode=0o700, exist_ok=True)
+    result["removed_leftovers"] = remove_leftovers(dest)
     if db_dump_command:
         result["databases"] = backup_dumps.run_dumps(db_dump_command, dump_dir, dest, paths)
     entries, skipped = collect(archive_paths, list(excludes), [dest])
@@ -263,10 +276,52 @@ def create_archive(paths, dest, source, compression="gzip", compression_level=No
         "dump_dir": dump_dir if db_dump_command else None, "databases": result["databases"],
         "files": {}, "skipped": [printable(p) for p in skipped], "warnings": [],
     }
-    result.update(_stream_to_disk(final, entries, manifest, compression, compress, test, threads))
+    if recipients:
+        plain = os.path.join(dest, "." + name[:-len(backup_crypt.SUFFIX)])
+        _stream_to_disk(plain, entries, manifest, compression, compress, test, threads)
+        sealed = backup_crypt.seal(plain, final, recipients, sign_key)
+        result.update(sha256=sealed["sha256"], size=sealed["size"], encrypted=True)
+    else:
+        result.update(_stream_to_disk(final, entries, manifest, compression, compress, test, threads))
     result.update(files=sum(1 for e in manifest["files"].values() if e["type"] == "file"),
                   entries=len(manifest["files"]), skipped=manifest["skipped"], warnings=manifest["warnings"])
     return result
+
+
+def _leftover(entry):
+    """An archive's ``.part``, or a hidden plaintext (``.NAME``, ``.NAME.sha256``, ``.NAME.part``) that
+    a run killed before it sealed the archive left."""
+    if entry.startswith("."):
+        stem = entry[1:]
+        for suffix in (".part", ".sha256"):
+            stem = stem[:-len(suffix)] if stem.endswith(suffix) else stem
+        return bool(ARCHIVE_RE.match(stem))
+    return entry.endswith(".part") and bool(ARCHIVE_RE.match(entry[:-len(".part")]))
+
+
+def remove_leftovers(dest):
+    """Deletes the ``<archive>.part`` files in the outbox that no live run holds (a run killed while
+    archiving leaves one), and hidden plaintexts a run killed before sealing left; returns their
+    names. One being written is locked by its writer and stays."""
+    removed = []
+    for entry in sorted(os.listdir(dest)):
+        if not _leftover(entry):
+            continue
+        path = os.path.join(dest, entry)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue
+        else:
+            os.unlink(path)
+            removed.append(entry)
+        finally:
+            os.close(fd)
+    return removed
 
 
 def _refuse_empty(entries, paths, allow_empty):
@@ -292,6 +347,10 @@ def _stream_to_disk(final, entries, manifest, compression, compress, test, threa
             tempfile.TemporaryFile() as tar_err:
         try:
             out = open(part, "wb")  # noqa: SIM115 - closed in the finally below
+            # Held (a duplicate of out's descriptor) until the archive is published or discarded: a
+            # .part nobody holds was left by a killed run, and remove_leftovers() deletes it.
+            held = os.dup(out.fileno())
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             raise BackupError(f"cannot write {part}: {exc}") from exc
         comp = tester = tar_proc = None
@@ -348,6 +407,8 @@ def _stream_to_disk(final, entries, manifest, compression, compress, test, threa
         except BaseException:
             _discard(part, out, comp, tester, tar_proc)
             raise
+        finally:
+            os.close(held)
     return {"sha256": digest.hexdigest(), "size": size}
 
 

@@ -4,6 +4,7 @@
 
   streamcloud-backup run [--config FILE] [--cron]  dumps, archive, ship, status file, one JSON log line
   streamcloud-backup rotate --path DIR ...         retention on the backup host
+  streamcloud-backup choose --path DIR --source S  the archive a restore takes (backup host, read-only)
   streamcloud-backup restore --archive F ...       verify and restore one archive
 
 The random delay (``splay``) applies only with ``--cron`` (the cron entry), never to a manual run.
@@ -63,6 +64,8 @@ DEFAULTS = {
     "lock_file": "/run/lock/streamcloud-backup.lock",
     "lock_wait": 0,
     "splay": 0,
+    "recipients": None,
+    "sign_key": None,
 }
 
 
@@ -108,6 +111,7 @@ def archive_step(config):
         compression=config["compression"], compression_level=config["compression_level"],
         threads=config["threads"], excludes=config["excludes"], db_dump_command=dump,
         dump_dir=config["dump_dir"], allow_empty=config["allow_empty"],
+        recipients=config["recipients"], sign_key=config["sign_key"],
     )
 
 
@@ -134,7 +138,8 @@ def run(config, out=sys.stdout, cron=False):
     try:
         made = archive_step(config)
         status.update(archive=made["name"], sha256=made["sha256"], size=made["size"], files=made["files"],
-                      databases=made["databases"], skipped=made["skipped"], warnings=made["warnings"])
+                      databases=made["databases"], skipped=made["skipped"], warnings=made["warnings"],
+                      removed_leftovers=made.get("removed_leftovers", []))
         shipped = ship_step(config)
         status.update(transferred=[t["name"] for t in shipped["transferred"]], pending=shipped["pending"],
                       deleted_local=shipped["deleted_local"], kept_local=shipped["kept_local"])
@@ -185,9 +190,18 @@ def parser():
     rot.add_argument("--path", required=True)
     rot.add_argument("--recurse", action="store_true")
     rot.add_argument("--check", action="store_true", help="list what would be deleted")
-    rot.add_argument("--no-verify-newest", action="store_true")
+    rot.add_argument("--no-verify", "--no-verify-newest", dest="no_verify", action="store_true",
+                     help="do not hash the kept archives before deleting (a sidecar is enough)")
+    rot.add_argument("--max-future-skew", type=int, default=3600,
+                     help="seconds a name may be after its receive time before it is quarantined")
     for rule in backup_rotate.RULES:
         rot.add_argument("--" + rule.replace("_", "-"), type=int, default=0)
+    cho = sub.add_parser("choose", help="the archive a restore takes: newest received and verified (read-only)")
+    cho.add_argument("--path", required=True, help="the source's directory on the backup host")
+    cho.add_argument("--source", required=True)
+    cho.add_argument("--archive", default="latest", help="latest, a day (YYYY-MM-DD) or an archive file name")
+    cho.add_argument("--max-future-skew", type=int, default=3600,
+                     help="seconds a name may be after its receive time before it is skipped")
     res = sub.add_parser("restore", help="verify and restore one archive")
     res.add_argument("--archive", required=True)
     res.add_argument("--sha256")
@@ -197,6 +211,8 @@ def parser():
     res.add_argument("--no-files", action="store_true", help="the database dumps only")
     res.add_argument("--path", action="append", default=[], help="restore only this path (repeatable)")
     res.add_argument("--report", help="file listing every applied entry (default: next to the archive)")
+    res.add_argument("--identity-stdin", action="store_true",
+                     help="read the age identity (private key) that decrypts a NAME.age archive from standard input")
     return top
 
 
@@ -208,11 +224,17 @@ def main(argv=None, out=sys.stdout):
         if args.command == "rotate":
             policy = {rule: getattr(args, rule) for rule in backup_rotate.RULES}
             result = backup_rotate.rotate(args.path, policy, recurse=args.recurse,
-                                          verify_newest=not args.no_verify_newest, check_mode=args.check)
+                                          verify=not args.no_verify, check_mode=args.check,
+                                          max_future_skew=args.max_future_skew)
+        elif args.command == "choose":
+            result = backup_rotate.choose(args.path, args.source, args.archive,
+                                          max_future_skew=args.max_future_skew)
         else:
+            identity = sys.stdin.buffer.read() if args.identity_stdin else None
             result = backup_restore.restore(args.archive, sha256=args.sha256, target=args.target,
                                             dry_run=args.dry_run, databases=not args.no_databases,
-                                            files=not args.no_files, paths=args.path, report=args.report)
+                                            files=not args.no_files, paths=args.path, report=args.report,
+                                            identity=identity)
     except BackupError as exc:
         sys.stderr.write(f"streamcloud-backup {args.command}: {exc}\n")
         return 1

@@ -3,24 +3,40 @@
 """The receiving side on the backup host: the login shell of each source host's account.
 
 sshd runs ``<shell> -c "<command>"``; the shell is this receiver, so the account has no shell at
-all. It serves only its own directory (the account's home) and only these commands:
+all. It serves only its own directory (the account's home, named after the source host) and only these
+commands:
 
-  put NAME SIZE [SHA]  read exactly SIZE bytes from stdin into .incoming/NAME.part; with SHA,
-                    commit it in the same session (one connection per archive)
+  put NAME SIZE [SHA [SIG]]  read exactly SIZE bytes from stdin into .incoming/NAME.part; with
+                    SHA, commit it in the same session (one connection per archive); SIG is the
+                    source's signature (base64), stored as NAME.sig: required for a NAME.age
   commit NAME SHA   hash .incoming/NAME.part from disk; if it matches, publish it as NAME with a
                     NAME.sha256 sidecar (atomic rename); if not, delete the partial file
   stat NAME         whether NAME is published, its size and recorded checksum
-  verify NAME       hash the published NAME again and compare it with its sidecar
+  verify NAME       hash the published NAME again and compare it with its sidecar; on a mismatch
+                    move it to .quarantine/ and exit 3
   list              the published archives
   get NAME          write the published NAME to stdout (restore)
 
 Every answer is one JSON line on stdout; every refusal a message on stderr and a non-zero exit.
+
+The backup host decides, as an append-only store does: the account fixes the source (an archive
+named after another source is refused), the receiver records when it received each archive in a
+``NAME.received`` sidecar that rotation dates it by, refuses a name dated more than
+``max_future_skew`` seconds after its own clock, and never deletes, replaces or renames a published
+archive on a client's request (only ``verify`` moves one, and only when the backup host's own hash
+no longer matches). A quota per source (``quota_mb``, ``quota_mb_by_source``; 0 is none) is
+checked against the size ``put`` announces before a byte is written. One upload per name at a
+time: ``.incoming/NAME.lock``; a ``.part`` whose lock nobody holds is what a killed receiver left,
+and the next ``put`` deletes it. Settings come from the root-owned
+``/etc/streamcloud-backup-receiver.json`` that the role writes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -34,17 +50,31 @@ from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common
     CHUNK,
     SHA256_RE,
     BackupError,
+    atomic_write_text,
     fsync_dir,
+    parse_archive_name,
+    quarantine,
     read_sidecar,
     sha256_file,
-    sidecar_path,
+    sidecars,
+    utcnow,
+    write_received,
     write_sidecar,
+)
+from ansible_collections.streamcloud.platform.plugins.module_utils.backup_crypt import (
+    SUFFIX,
+    signature_path,
+    unpack_signature,
 )
 
 EXIT_REFUSED = 2
 EXIT_MISMATCH = 3
 EXIT_NO_SPACE = 4
+EXIT_QUOTA = 5
 INCOMING = ".incoming"
+CONFIG = "/etc/streamcloud-backup-receiver.json"
+DEFAULT_SETTINGS = {"max_future_skew": 3600, "quota_mb": 0, "quota_mb_by_source": {}}
+MIB = 1024 * 1024
 
 
 class Refused(BackupError):
@@ -53,10 +83,102 @@ class Refused(BackupError):
         self.code = code
 
 
-def _name(value):
+def _name(value, source=None):
     if not ARCHIVE_RE.match(value or "") or "/" in value:
-        raise Refused(f"{value!r} is not an archive name (<source>-<YYYYmmddTHHMMSSZ>.tar.gz|.tar.zst)")
+        raise Refused(f"{value!r} is not an archive name (<source>-<YYYYmmddTHHMMSSZ>.tar.gz|.tar.zst[.age])")
+    if source is not None and ARCHIVE_RE.match(value).group("source") != source:
+        raise Refused(f"{value}: this account receives the archives of {source} only")
     return value
+
+
+def _not_in_future(name, max_skew, now=None):
+    """Refuses a name dated more than max_skew seconds after the backup host's clock."""
+    when = parse_archive_name(name)[1]
+    now = now or utcnow()
+    if when > now + datetime.timedelta(seconds=max_skew):
+        raise Refused(f"{name} is dated {when:%Y-%m-%d %H:%M:%S} UTC, more than {max_skew} s after the backup host's "
+                      f"clock ({now:%Y-%m-%d %H:%M:%S} UTC): fix the source host's clock (NTP); the backup host "
+                      "accepts no archive from the future (max_future_skew in /etc/streamcloud-backup-receiver.json, "
+                      "variable backup_server_max_future_skew)")
+
+
+def _usage(base):
+    """Bytes this source holds on the backup host: every regular file in its directory and in
+    .incoming and .quarantine below it (archives, sidecars, partial uploads)."""
+    total = 0
+    for directory in (base, os.path.join(base, INCOMING), os.path.join(base, ".quarantine")):
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(directory):
+                if entry.is_file(follow_symlinks=False):
+                    total += entry.stat(follow_symlinks=False).st_size
+    return total
+
+
+def _within_quota(base, name, size, settings):
+    """Refuses an upload whose announced size would take the source over its quota (checked before
+    a byte is written; the lock of the name is held, and _sweep already removed dead partials)."""
+    source = settings["source"]
+    overrides = settings.get("quota_mb_by_source") or {}
+    quota_mb = overrides.get(source, settings.get("quota_mb") or 0)
+    if not quota_mb:
+        return
+    used = _usage(base)
+    if used + size > quota_mb * MIB:
+        variable = (f"backup_server_quota_mb_by_source['{source}']" if source in overrides
+                    else "backup_server_quota_mb (or backup_server_quota_mb_by_source for this source)")
+        raise Refused(f"quota: {name} ({size} bytes) would take {source} over its quota of {quota_mb} MiB on the "
+                      f"backup host ({used / MIB:.1f} MiB used); nothing was written. Free space (rotation, "
+                      f"quarantine) or raise {variable}", EXIT_QUOTA)
+
+
+@contextlib.contextmanager
+def _upload_lock(base, name):
+    """One upload per archive name: an exclusive lock on .incoming/NAME.lock, refused when held."""
+    incoming = os.path.join(base, INCOMING)
+    os.makedirs(incoming, mode=0o700, exist_ok=True)
+    handle = _try_lock(os.path.join(incoming, name + ".lock"))
+    if handle is None:
+        raise Refused(f"another upload of {name} is in progress on the backup host; this one was refused "
+                      "(the next run sends it again if it is still missing)")
+    try:
+        _sweep(incoming, name)
+        yield os.path.join(incoming, name + ".part")
+    finally:
+        _unlink(os.path.join(incoming, name + ".lock"))
+        handle.close()
+
+
+def _try_lock(path):
+    """The open, locked lock file, or None when a live process holds it."""
+    handle = open(path, "a")  # noqa: SIM115 - held until the upload ends
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    try:
+        current = os.stat(path).st_ino
+    except FileNotFoundError:
+        current = None
+    if current != os.fstat(handle.fileno()).st_ino:
+        # The holder finished and removed it between our open and our lock: someone may hold the new one.
+        handle.close()
+        return None
+    return handle
+
+
+def _sweep(incoming, busy):
+    """Deletes what a killed receiver left in .incoming: files of names whose lock no process holds."""
+    for entry in os.listdir(incoming):
+        stem = entry.rsplit(".", 1)[0]
+        if not entry.endswith((".part", ".lock")) or stem == busy:
+            continue
+        handle = _try_lock(os.path.join(incoming, stem + ".lock"))
+        if handle is None:
+            continue
+        with handle:
+            _unlink(os.path.join(incoming, stem + ".part"))
+            _unlink(os.path.join(incoming, stem + ".lock"))
 
 
 def _published(base, name):
@@ -66,20 +188,37 @@ def _published(base, name):
     return path
 
 
-def put(base, name, size, stdin, sha256=None):
-    final = os.path.join(base, _name(name))
+def put(base, name, size, stdin, sha256=None, settings=None, signature=None):
+    settings = _settings(base, settings)
+    final = os.path.join(base, _name(name, settings["source"]))
     if not size.isdigit():
         raise Refused(f"put: size {size!r} is not a byte count")
     if sha256 is not None and not SHA256_RE.match(sha256):
         raise Refused(f"put: {sha256!r} is not a SHA-256 checksum")
+    if signature is not None:
+        try:
+            signature = unpack_signature(signature)
+        except BackupError as exc:
+            raise Refused(f"put {name}: {exc}") from exc
     expected = int(size)
     if os.path.exists(final):
         if sha256 is not None and read_sidecar(final) == sha256:
             return {"name": name, "sha256": sha256, "size": os.path.getsize(final), "already": True}
         raise Refused(f"{name} is already published; it is never overwritten")
-    incoming = os.path.join(base, INCOMING)
-    os.makedirs(incoming, mode=0o700, exist_ok=True)
-    part = os.path.join(incoming, name + ".part")
+    if name.endswith(SUFFIX) and (sha256 is None or signature is None):
+        raise Refused(f"put {name}: an encrypted archive is accepted only with its checksum and the source's "
+                      "signature (put NAME SIZE SHA SIG)")
+    _not_in_future(name, settings["max_future_skew"])
+    with _upload_lock(base, name) as part:
+        _within_quota(base, name, expected, settings)
+        received = _receive(base, name, part, expected, stdin)
+        if sha256 is not None:
+            return _publish(base, name, sha256, part, signature)
+    return {"name": name, "size": expected, "sha256": received}
+
+
+def _receive(base, name, part, expected, stdin):
+    """Reads exactly ``expected`` bytes into ``part``; returns their SHA-256. Nothing is kept on failure."""
     digest = hashlib.sha256()
     received = 0
     try:
@@ -109,13 +248,12 @@ def put(base, name, size, stdin, sha256=None):
         _unlink(part)
         raise Refused(f"put {name}: the transfer stopped after {received} of {expected} bytes; "
                       "the partial file was deleted")
-    if sha256 is not None:
-        return commit(base, name, sha256)
-    return {"name": name, "size": received, "sha256": digest.hexdigest()}
+    return digest.hexdigest()
 
 
-def commit(base, name, sha256):
-    final = os.path.join(base, _name(name))
+def commit(base, name, sha256, settings=None):
+    settings = _settings(base, settings)
+    final = os.path.join(base, _name(name, settings["source"]))
     if not SHA256_RE.match(sha256 or ""):
         raise Refused(f"commit: {sha256!r} is not a SHA-256 checksum")
     if os.path.exists(final):
@@ -123,7 +261,17 @@ def commit(base, name, sha256):
         if recorded == sha256:
             return {"name": name, "sha256": sha256, "size": os.path.getsize(final), "already": True}
         raise Refused(f"{name} is already published with another checksum; it is never overwritten")
-    part = os.path.join(base, INCOMING, name + ".part")
+    if name.endswith(SUFFIX):
+        raise Refused(f"commit {name}: an encrypted archive is published by put NAME SIZE SHA SIG only")
+    _not_in_future(name, settings["max_future_skew"])
+    with _upload_lock(base, name) as part:
+        return _publish(base, name, sha256, part)
+
+
+def _publish(base, name, sha256, part, signature=None):
+    """Under the name's lock: hash the part from disk, then publish it with its sidecars, never over
+    an archive that exists (a hard link fails when the name is taken)."""
+    final = os.path.join(base, name)
     if not os.path.isfile(part):
         raise Refused(f"commit {name}: nothing was received under that name")
     actual = sha256_file(part)
@@ -131,12 +279,22 @@ def commit(base, name, sha256):
         _unlink(part)
         raise Refused(f"checksum mismatch for {name}: the sender announced {sha256}, the backup host read "
                       f"{actual}; the received file was deleted and nothing was published", EXIT_MISMATCH)
+    if os.path.exists(final):
+        _unlink(part)
+        raise Refused(f"{name} is already published; it is never overwritten")
     try:
         write_sidecar(final, sha256)
-        os.replace(part, final)
+        write_received(final, utcnow(), sha256, os.path.getsize(part))
+        if signature is not None:
+            atomic_write_text(signature_path(final), signature, mode=0o600)
+        os.link(part, final)
+        os.unlink(part)
         fsync_dir(base)
     except OSError as exc:
-        _unlink(sidecar_path(final) if not os.path.exists(final) else part)
+        _unlink(part)
+        if not os.path.exists(final):
+            for extra in sidecars(final):
+                _unlink(extra)
         code = EXIT_NO_SPACE if exc.errno in (errno.ENOSPC, errno.EDQUOT) else EXIT_REFUSED
         raise Refused(f"commit {name}: {exc}", code) from exc
     return {"name": name, "sha256": sha256, "size": os.path.getsize(final), "already": False}
@@ -153,7 +311,11 @@ def verify(base, name):
     path = _published(base, name)
     recorded = read_sidecar(path)
     actual = sha256_file(path)
-    return {"name": name, "sha256": recorded, "actual": actual, "ok": recorded == actual}
+    if recorded != actual:
+        where = quarantine(path, f"verify: recorded {recorded}, read {actual}")
+        raise Refused(f"{name} is corrupted on the backup host: recorded {recorded}, read {actual}; it was moved to "
+                      f"{where} and fills no retention slot", EXIT_MISMATCH)
+    return {"name": name, "sha256": recorded, "actual": actual, "ok": True}
 
 
 def listing(base):
@@ -178,13 +340,44 @@ def _unlink(path):
         os.unlink(path)
 
 
-def dispatch(base, words, stdin, stdout):
+def _settings(base, settings):
+    merged = dict(DEFAULT_SETTINGS, **(settings or {}))
+    merged.setdefault("source", os.path.basename(os.path.normpath(base)))
+    return merged
+
+
+def load_settings(path=CONFIG):
+    """The receiver's settings from the root-owned file the role writes (defaults when absent)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except FileNotFoundError:
+        return dict(DEFAULT_SETTINGS)
+    except (OSError, ValueError) as exc:
+        raise BackupError(f"cannot read the receiver settings {path}: {exc}") from exc
+    settings = dict(DEFAULT_SETTINGS)
+    for key in ("max_future_skew", "quota_mb"):
+        value = data.get(key, DEFAULT_SETTINGS[key])
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise BackupError(f"{path}: {key} {value!r} must be 0 or a positive whole number")
+        settings[key] = value
+    by_source = data.get("quota_mb_by_source", {})
+    if not isinstance(by_source, dict) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                                                  for v in by_source.values()):
+        raise BackupError(f"{path}: quota_mb_by_source must map source names to 0 or a number of MiB")
+    settings["quota_mb_by_source"] = by_source
+    return settings
+
+
+def dispatch(base, words, stdin, stdout, settings=None):
+    settings = _settings(base, settings)
     if not words:
         raise Refused("no command: this account only receives backups (put, commit, stat, verify, list, get)")
     command, args = words[0], words[1:]
     table = {
-        "put": ((2, 3), lambda: put(base, args[0], args[1], stdin, args[2] if len(args) == 3 else None)),
-        "commit": (2, lambda: commit(base, args[0], args[1])),
+        "put": ((2, 3, 4), lambda: put(base, args[0], args[1], stdin, args[2] if len(args) > 2 else None, settings,
+                                       args[3] if len(args) > 3 else None)),
+        "commit": (2, lambda: commit(base, args[0], args[1], settings)),
         "stat": (1, lambda: stat_archive(base, args[0])),
         "verify": (1, lambda: verify(base, args[0])),
         "list": (0, lambda: listing(base)),
@@ -204,7 +397,7 @@ def _interrupted(signum, frame):
     raise Refused(f"interrupted by signal {signum}; nothing partial was kept")
 
 
-def main(argv=None, base=None, handle_signals=True):
+def main(argv=None, base=None, handle_signals=True, settings=None):
     """Entry point when sshd runs the receiver as the account's shell: ``receiver -c 'command'``."""
     argv = sys.argv[1:] if argv is None else argv
     if base is None:
@@ -223,7 +416,8 @@ def main(argv=None, base=None, handle_signals=True):
         # subsystem): the client's request is in SSH_ORIGINAL_COMMAND, set by sshd.
         words = os.environ.get("SSH_ORIGINAL_COMMAND", "").split()
     try:
-        answer = dispatch(base, words, sys.stdin.buffer, sys.stdout.buffer)
+        answer = dispatch(base, words, sys.stdin.buffer, sys.stdout.buffer,
+                          load_settings() if settings is None else settings)
     except Refused as exc:
         sys.stderr.write(f"streamcloud-backup-receive: {exc}\n")
         return exc.code

@@ -14,6 +14,10 @@
 5. the database dumps are extracted to a staging directory, checked, and loaded by the restore
    command the database role published (which never drops a live database first).
 A dry run stops after step 2 and lists what would be restored and what would be skipped.
+An encrypted archive (``NAME.age``) is checked against its SHA-256 first, then decrypted with the
+age identity given (from the vault, through standard input) next to it, and that plaintext is
+restored and deleted afterwards. Its signature is checked before, by the restore entry point on
+the controller (backup_crypt).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import subprocess
 import tarfile
 import tempfile
 
-from ansible_collections.streamcloud.platform.plugins.module_utils import backup_dumps, backup_manifest
+from ansible_collections.streamcloud.platform.plugins.module_utils import backup_crypt, backup_dumps, backup_manifest
 from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common import (
     CHUNK,
     MANIFEST_NAME,
@@ -79,8 +83,8 @@ def inspect(archive):
     return manifest, found, infos
 
 
-def verify(archive, sha256=None):
-    """Checks the archive against its checksum and its manifest; returns (manifest, member names)."""
+def check_sha256(archive, sha256=None):
+    """The archive's SHA-256 must match the one given or its sidecar."""
     if not os.path.isfile(archive):
         raise BackupError(f"archive {archive} does not exist")
     expected = sha256 or read_sidecar(archive)
@@ -89,6 +93,11 @@ def verify(archive, sha256=None):
     actual = sha256_file(archive)
     if actual != expected:
         raise BackupError(f"{archive} is corrupted: SHA-256 is {actual}, expected {expected}; nothing was restored")
+
+
+def verify(archive, sha256=None):
+    """Checks the archive against its checksum and its manifest; returns (manifest, member names)."""
+    check_sha256(archive, sha256)
     manifest, found, infos = inspect(archive)
     entries = manifest.get("files", {})
     bad = sorted(name for name in set(entries) | set(found)
@@ -196,13 +205,28 @@ def check_on_disk(target, members, entries):
 
 
 def restore(archive, sha256=None, target="/", dry_run=False, databases=True, files=True, paths=None,
-            report=None, mountinfo="/proc/self/mountinfo", hooks_file=backup_dumps.HOOKS_FILE):
+            report=None, mountinfo="/proc/self/mountinfo", hooks_file=backup_dumps.HOOKS_FILE, identity=None):
     if not isinstance(target, str) or not target.startswith("/"):
         raise BackupError(f"target {target!r} is not an absolute path")
     for path in paths or []:
         if not isinstance(path, str) or not path.startswith("/"):
             raise BackupError(f"paths: {path!r} is not an absolute path")
-    target = os.path.normpath(target)
+    options = {"target": os.path.normpath(target), "dry_run": dry_run, "databases": databases, "files": files,
+               "paths": paths, "report": report, "mountinfo": mountinfo, "hooks_file": hooks_file}
+    if not archive.endswith(backup_crypt.SUFFIX):
+        return _restore(archive, sha256, **options)
+    check_sha256(archive, sha256)
+    plain = archive[:-len(backup_crypt.SUFFIX)]
+    backup_crypt.decrypt(archive, identity, plain)
+    try:
+        result = _restore(plain, sha256_file(plain), **options)
+    finally:
+        os.unlink(plain)
+    result.update(archive=archive, encrypted=True)
+    return result
+
+
+def _restore(archive, sha256, target, dry_run, databases, files, paths, report, mountinfo, hooks_file):
     manifest, members = verify(archive, sha256)
     entries = manifest["files"]
     dump_dir = manifest.get("dump_dir")

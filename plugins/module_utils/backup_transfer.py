@@ -3,7 +3,8 @@
 """Ship archives to the backup host over SSH, verify them there, and only then free the outbox.
 
 Each archive in the outbox has a ``.sha256`` sidecar written when it was made and tested. For
-each archive not yet shipped, oldest first, one SSH session: ``put NAME SIZE SHA`` (streamed into
+each archive not yet shipped, oldest first, one SSH session: ``put NAME SIZE SHA [SIG]`` (SIG, the
+source's signature of an encrypted archive, as one base64 word; the archive streamed into
 a temporary name on the far side, which then hashes what it stored and publishes it only if it
 matches; "already" when an interrupted run had published it). Then a ``.shipped`` marker is
 written, and shipped archives beyond the newest ``keep_local`` are deleted. An archive that was not
@@ -24,8 +25,18 @@ from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common
     read_sidecar,
     sidecar_path,
 )
+from ansible_collections.streamcloud.platform.plugins.module_utils.backup_crypt import (
+    pack_signature,
+    signature_path,
+)
 
 SSH_ERROR = 255
+# What ssh itself prints when it cannot reach or log in to the host (exit 255). An exit 255 without
+# one of these is the far side's program ending abnormally (sshd reports a killed receiver so).
+SSH_CONNECT_ERRORS = ("ssh:", "connection refused", "connection timed out", "could not resolve", "no route to host",
+                      "permission denied", "host key verification failed", "kex_exchange_identification",
+                      "connection closed by", "connection reset by", "network is unreachable",
+                      "timeout, server", "banner exchange")
 
 
 class Unreachable(BackupError):
@@ -67,7 +78,11 @@ class Remote:
                                 check=False)
         err = result.stderr.decode(errors="replace").strip()
         if result.returncode == SSH_ERROR:
-            raise Unreachable(f"backup host {self.host} unreachable or login refused: {err or 'ssh exit 255'}")
+            if any(marker in err.lower() for marker in SSH_CONNECT_ERRORS):
+                raise Unreachable(f"backup host {self.host} unreachable or login refused: {err}")
+            raise BackupError(f"backup host {self.host}: the receiver stopped without an answer to "
+                              f"{command.split()[0]} (killed, or it crashed){': ' + err if err else ''}; "
+                              "nothing partial is published there, and the archive is sent again next run")
         if result.returncode != 0:
             raise BackupError(err.replace("streamcloud-backup-receive: ", "backup host: ")
                               or f"backup host: {command.split()[0]} failed with exit code {result.returncode}")
@@ -103,10 +118,14 @@ def ship_one(remote, path):
     if sha256 is None:
         raise BackupError(f"{path} has no .sha256 sidecar: it was never declared good, so it is not shipped")
     size = os.path.getsize(path)
+    command = f"put {name} {size} {sha256}"
+    if os.path.isfile(signature_path(path)):
+        with open(signature_path(path), encoding="ascii") as handle:
+            command += " " + pack_signature(handle.read())
     # One session: the far side stores under a temporary name, hashes what it stored and publishes
     # it only if it matches (or answers "already" when an interrupted run had published it).
     with open(path, "rb") as handle:
-        done = remote.call(f"put {name} {size} {sha256}", stdin=handle)
+        done = remote.call(command, stdin=handle)
     return {"name": name, "sha256": sha256, "size": done.get("size"), "already": done.get("already", False)}
 
 
@@ -146,7 +165,7 @@ def ship(outbox, remote, keep_local=0, check_mode=False, only=None):
     doomed = shipped[:-keep_local] if keep_local else shipped
     for name in doomed:
         path = os.path.join(outbox, name)
-        for victim in (path, sidecar_path(path), path + ".shipped"):
+        for victim in (path, sidecar_path(path), signature_path(path), path + ".shipped"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(victim)
         result["deleted_local"].append(name)

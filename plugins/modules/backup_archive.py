@@ -58,6 +58,7 @@ options:
         several members (RFC 1952), so the result is an ordinary C(.tar.gz) that C(gzip -d) and C(tar xzf)
         read as one stream. Each worker holds about 25 MiB of memory. C(1) gives a single gzip member.
       - C(pigz -p) and C(zstd -T) take the number directly.
+      - At most 16; a larger number fails before anything is written.
     type: int
   excludes:
     description: Shell patterns matched against the full path and the base name of every entry.
@@ -88,6 +89,18 @@ options:
     description: Accept an archive that holds no regular file (otherwise an error, as it usually means wrong paths).
     type: bool
     default: false
+  recipients:
+    description:
+      - age public keys (C(age1...)) or SSH public keys to encrypt the archive to, with C(age). The archive is then
+        C(<name>.age), and the plaintext is deleted once it is sealed.
+      - Not set, the archive is not encrypted (the backup role sets it by default, from C(backup_age_recipients)).
+    type: list
+    elements: str
+  sign_key:
+    description:
+      - Private SSH key the source signs an encrypted archive with (C(ssh-keygen -Y sign), namespace
+        C(streamcloud-backup)), in C(<name>.age.sig). Required with O(recipients).
+    type: path
 """
 
 EXAMPLES = r"""
@@ -171,6 +184,8 @@ def main():
             "hooks_file": {"type": "path", "default": "/etc/streamcloud/database-hooks.json"},
             "dump_dir": {"type": "path", "default": "/var/backups/streamcloud/db"},
             "allow_empty": {"type": "bool", "default": False},
+            "recipients": {"type": "list", "elements": "str"},
+            "sign_key": {"type": "path"},
         },
         supports_check_mode=True,
     )
@@ -180,7 +195,8 @@ def main():
             paths=p["paths"], dest=p["dest"], source=p["source"], compression=p["compression"],
             compression_level=p["compression_level"], threads=p["threads"], excludes=p["excludes"],
             db_dump_command=resolve_dump_command(p["db_dump_command"], p["hooks_file"]), dump_dir=p["dump_dir"],
-            check_mode=module.check_mode, allow_empty=p["allow_empty"],
+            check_mode=module.check_mode, allow_empty=p["allow_empty"], recipients=p["recipients"],
+            sign_key=p["sign_key"],
         )
     except BackupError as exc:
         module.fail_json(msg=str(exc))

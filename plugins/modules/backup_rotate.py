@@ -13,9 +13,14 @@ description:
   - Applies a retention policy per source host to the archives in O(path), named C(<source>-<stamp>.tar.*). It keeps
     the last O(keep_last), and the newest archive of each of the most recent O(keep_daily) days, O(keep_weekly) ISO
     weeks and O(keep_monthly) months that hold one (UTC). The union is kept, the rest is deleted with its
-    C(.sha256) sidecar.
+    C(.sha256) and C(.received) sidecars.
+  - Archives are dated by when the backup host received them (the C(.received) record its receiver writes; without
+    one, the earlier of the name's time stamp and the file's mtime), never by the name a client chose.
+  - An archive named more than O(max_future_skew) seconds after its receive time, and (with O(verify)) an archive
+    whose SHA-256 no longer matches its sidecar, is moved to C(.quarantine/) next to it and fills no slot.
   - The newest verified archive of each source (its SHA-256 matches its sidecar) is never deleted.
-  - Files that are not archives (partial uploads, notes) are never touched.
+  - Files that are not archives (partial uploads, notes) and symlinks are never touched; O(recurse) does not follow
+    symlinks.
 author: streamcloud platform engineers (@streamcloud)
 attributes:
   check_mode:
@@ -50,10 +55,17 @@ options:
     description: Months for which the newest archive is kept.
     type: int
     default: 0
-  verify_newest:
-    description: Hash the newest archives again to find the newest verified one (otherwise a sidecar is enough).
+  verify:
+    description:
+      - Before anything is deleted, hash every archive the policy keeps; a corrupted one is quarantined and its
+        neighbours take its slot. Otherwise a sidecar is enough.
     type: bool
     default: true
+    aliases: [verify_newest]
+  max_future_skew:
+    description: Seconds an archive's name may be after its receive time before it is quarantined as suspect.
+    type: int
+    default: 3600
 notes:
   - At least one of the C(keep_*) options must be above 0.
 """
@@ -87,6 +99,11 @@ protected:
   returned: always
   type: list
   elements: str
+quarantined:
+  description: Archives moved to C(.quarantine/) (would be, in check mode), with the reason.
+  returned: always
+  type: list
+  elements: dict
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -103,14 +120,15 @@ def main():
             "keep_daily": {"type": "int", "default": 0},
             "keep_weekly": {"type": "int", "default": 0},
             "keep_monthly": {"type": "int", "default": 0},
-            "verify_newest": {"type": "bool", "default": True},
+            "verify": {"type": "bool", "default": True, "aliases": ["verify_newest"]},
+            "max_future_skew": {"type": "int", "default": 3600},
         },
         supports_check_mode=True,
     )
     p = module.params
     try:
         result = rotate(p["path"], {rule: p[rule] for rule in RULES}, recurse=p["recurse"],
-                        verify_newest=p["verify_newest"], check_mode=module.check_mode)
+                        verify=p["verify"], check_mode=module.check_mode, max_future_skew=p["max_future_skew"])
     except BackupError as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(**result)

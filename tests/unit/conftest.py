@@ -39,7 +39,7 @@ def run_module(capsys):
 
 LOCAL_SSH = """#!{python}
 # Stands in for ssh in unit tests: runs the real receiver as if sshd had started it as the
-# login shell of account <user>, whose home is $BACKUP_TEST_ROOT/<user>. BACKUP_TEST_DOWN=1
+# login shell of account bk-<source>, whose home is $BACKUP_TEST_ROOT/<source>. BACKUP_TEST_DOWN=1
 # behaves like an unreachable host (ssh exit 255).
 import os, sys
 sys.path.insert(0, {collections!r})
@@ -47,8 +47,21 @@ if os.environ.get("BACKUP_TEST_DOWN"):
     sys.stderr.write("ssh: connect to host backup port 22: Connection refused\\n")
     sys.exit(255)
 user = sys.argv[-2].split("@")[0]
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_receiver import main
-sys.exit(main(["-c", sys.argv[-1]], base=os.path.join(os.environ["BACKUP_TEST_ROOT"], user)))
+from ansible_collections.streamcloud.platform.plugins.module_utils.backup_receiver import load_settings, main
+# BACKUP_TEST_SETTINGS: a receiver.json to read (as the role writes it); else the defaults.
+settings = load_settings(os.environ["BACKUP_TEST_SETTINGS"]) if os.environ.get("BACKUP_TEST_SETTINGS") else {{}}
+base = os.path.join(os.environ["BACKUP_TEST_ROOT"], user.removeprefix("bk-"))
+if os.environ.get("BACKUP_TEST_KILL"):
+    # The receiver is killed (-9) after it read the first bytes; ssh then exits 255 and prints
+    # nothing of its own, as OpenSSH does when the remote command dies by a signal.
+    import signal
+    child = os.fork()
+    if child == 0:
+        sys.stdin.buffer.read(1024)
+        os.kill(os.getpid(), signal.SIGKILL)
+    os.waitpid(child, 0)
+    sys.exit(255)
+sys.exit(main(["-c", sys.argv[-1]], base=base, settings=settings))
 """
 
 
@@ -62,6 +75,8 @@ def local_ssh(tmp_path, monkeypatch):
     program.chmod(program.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("BACKUP_TEST_ROOT", str(root))
     monkeypatch.delenv("BACKUP_TEST_DOWN", raising=False)
+    monkeypatch.delenv("BACKUP_TEST_KILL", raising=False)
+    monkeypatch.delenv("BACKUP_TEST_SETTINGS", raising=False)
     return str(program), root
 
 
@@ -70,7 +85,7 @@ def ssh_on_path(local_ssh, tmp_path, monkeypatch):
     """local_ssh reached as plain `ssh` from PATH (as the CLI and module call it), with the
     receiving account bk-web1 on the far side: returns the receiving root."""
     program, root = local_ssh
-    (root / "bk-web1").mkdir()
+    (root / "web1").mkdir()
     bindir = tmp_path / "bin"
     bindir.mkdir()
     (bindir / "ssh").symlink_to(program)

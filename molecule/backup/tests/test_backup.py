@@ -25,6 +25,9 @@ ROOT = "/srv/streamcloud-backup"
 OUTBOX = "/var/backups/streamcloud/outbox"
 CLI = "/usr/local/sbin/streamcloud-backup"
 RESTORE = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "playbooks" / "restore.yml"
+# The key pair the archives are encrypted to, made by prepare.yml (the vault's stand-in).
+IDENTITY = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / ".build" / "backup-crypt" / "id_age"
+SIGNERS = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent / "backup_allowed_signers"
 CLIENT_SSH = ("ssh -T -o BatchMode=yes -i /etc/streamcloud-backup/id_ed25519 -o IdentitiesOnly=yes "
               "-o UserKnownHostsFile=/etc/streamcloud-backup/known_hosts")
 
@@ -46,12 +49,12 @@ def backup(container: str) -> tuple[int, dict]:
 
 def outbox(container: str) -> list[str]:
     out = sh(container, f"ls {OUTBOX}", check=True).stdout.split()
-    return sorted(n for n in out if n.endswith((".tar.gz", ".tar.zst")))
+    return sorted(n for n in out if n.endswith((".tar.gz", ".tar.zst", ".tar.gz.age", ".tar.zst.age")))
 
 
 def published(source: str) -> list[str]:
     out = sh(SERVER, f"ls {ROOT}/{source}", check=True).stdout.split()
-    return sorted(n for n in out if n.endswith((".tar.gz", ".tar.zst")))
+    return sorted(n for n in out if n.endswith((".tar.gz", ".tar.zst", ".tar.gz.age", ".tar.zst.age")))
 
 
 def incoming(source: str) -> list[str]:
@@ -186,6 +189,90 @@ def test_restore_of_a_missing_archive_names_what_exists(playbook):
     assert "No archive of backup-web matches '1999-01-01'" in output(result)
 
 
+# --- encryption and signing at the source ----------------------------------------------------------
+
+def test_archives_are_encrypted_and_signed_at_the_source(tmp_path):
+    """What the backup host stores is age ciphertext with the source's signature: no secret in clear,
+    and the backup host still verifies the ciphertext's hash without any key."""
+    archive = published(WEB)[-1]
+    assert archive.endswith(".tar.gz.age")
+    path = f"{ROOT}/{WEB}/{archive}"
+    assert sh(SERVER, f"head -c 21 {path}", check=True).stdout == "age-encryption.org/v1"
+    assert sh(SERVER, f"gzip -t {path}").returncode != 0
+    assert sh(SERVER, f"zcat -f {path} | grep -ac stream=live").stdout.strip() == "0"
+    assert receiver_verify(WEB, archive)["ok"] is True
+    # The signature verifies against the source's key the role recorded on the controller.
+    sha = sh(SERVER, f"cat {path}.sha256", check=True).stdout.split()[0]
+    sig = sh(SERVER, f"cat {path}.sig", check=True).stdout
+    (tmp_path / "archive.sig").write_text(sig)
+    good = subprocess.run(["ssh-keygen", "-Y", "verify", "-f", str(SIGNERS), "-I", WEB, "-n", "streamcloud-backup",
+                           "-s", str(tmp_path / "archive.sig")], input=f"{archive} {sha}\n", text=True,
+                          capture_output=True, check=False)
+    assert good.returncode == 0, good.stderr
+    # No platform host holds the identity (the private key is the controller's, the vault's in production).
+    secret = IDENTITY.read_text().splitlines()[2]
+    for host in (SERVER, WEB, DB):
+        found = sh(host, f"grep -rlF '{secret}' /etc /srv /root /var/backups /var/lib 2>/dev/null").stdout
+        assert found == "", (host, found)
+
+
+def receiver_verify(source: str, name: str) -> dict:
+    result = sh(source, f"{CLIENT_SSH} bk-{source}@{SERVER} 'verify {name}'", check=True)
+    return json.loads(result.stdout)
+
+
+def test_restore_without_the_identity_fails_clearly_and_changes_nothing(playbook):
+    sh(WEB, "echo 'edited after the backup' > /srv/data/conf/app.ini", check=True)
+    try:
+        result = playbook(RESTORE, {"restore_source": WEB, "vault_backup_age_identity": ""})
+        assert result.returncode != 0
+        assert "is encrypted and no age identity was given: set vault_backup_age_identity" in output(result)
+        assert sh(WEB, "cat /srv/data/conf/app.ini").stdout == "edited after the backup\n"
+        assert sh(WEB, "ls -A /var/backups/streamcloud/restore 2>/dev/null | grep -v applied").stdout == ""
+    finally:
+        sh(WEB, "echo 'stream=live' > /srv/data/conf/app.ini", check=True)
+
+
+# An intruder with root on the backup host makes an archive of its own (a setuid script, a symlink to
+# /etc/shadow) with the installed code, encrypts it to the public recipient, signs it with the key it
+# has (the backup host's), and puts it in place of the latest archive with a matching .sha256.
+FORGE = (
+    "import sys; sys.path.insert(0, '/usr/local/lib/streamcloud-backup'); "
+    "from ansible_collections.streamcloud.platform.plugins.module_utils import backup_archive; "
+    "r = backup_archive.create_archive(paths=['/srv/data'], dest='/var/tmp/forge', source='backup-web', "
+    "recipients=[open('/var/tmp/forge-recipient').read()], sign_key='/etc/ssh/ssh_host_ed25519_key'); "
+    "print(r['archive'])"
+)
+
+
+def test_an_archive_rewritten_on_the_backup_host_is_refused_at_restore(playbook):
+    target = json.loads(sh(SERVER, f"{CLI} choose --path {ROOT}/{WEB} --source {WEB}", check=True).stdout)["name"]
+    path = f"{ROOT}/{WEB}/{target}"
+    recipient = IDENTITY.with_suffix(".pub").read_text().strip()
+    sh(SERVER, f"mkdir -p /root/keep /srv/data && cp -p {path} {path}.sha256 {path}.sig /root/keep/ && "
+               "printf '#!/bin/sh\nid\n' > /srv/data/payload.sh && chmod 4777 /srv/data/payload.sh && "
+               "ln -sfn /etc/shadow /srv/data/shadow && rm -rf /var/tmp/forge && mkdir -m 700 /var/tmp/forge && "
+               f"echo '{recipient}' > /var/tmp/forge-recipient", check=True)
+    try:
+        forged = sh(SERVER, f'python3 -c "{FORGE}"', check=True).stdout.strip()
+        sh(SERVER, f"cp {forged} {path} && cp {forged}.sig {path}.sig && "
+                   f"echo \"$(sha256sum {path} | cut -d' ' -f1)  {target}\" > {path}.sha256", check=True)
+        assert receiver_verify(WEB, target)["ok"] is True  # the hash matches: only the signature tells
+        result = playbook(RESTORE, {"restore_source": WEB})
+        assert result.returncode != 0
+        assert f"{target} is not signed by {WEB} as it is" in output(result)
+        assert sh(WEB, "test -e /srv/data/payload.sh || test -L /srv/data/shadow").returncode == 1
+        # The same with the source's genuine signature left in place: it signs another hash.
+        sh(SERVER, f"cp -p /root/keep/{target}.sig {path}.sig", check=True)
+        result = playbook(RESTORE, {"restore_source": WEB})
+        assert result.returncode != 0 and f"{target} is not signed by {WEB} as it is" in output(result)
+        assert sh(WEB, "test -e /srv/data/payload.sh || test -L /srv/data/shadow").returncode == 1
+    finally:
+        sh(SERVER, f"cp -p /root/keep/{target} /root/keep/{target}.sha256 /root/keep/{target}.sig {ROOT}/{WEB}/ && "
+                   "rm -rf /root/keep /var/tmp/forge /var/tmp/forge-recipient /srv/data", check=True)
+    assert playbook(RESTORE, {"restore_source": WEB, "restore_dry_run": True}).returncode == 0
+
+
 # --- faults ---------------------------------------------------------------------------------------
 
 def test_backup_host_unreachable_keeps_the_archive_and_next_run_ships_both():
@@ -210,7 +297,8 @@ def test_backup_host_unreachable_keeps_the_archive_and_next_run_ships_both():
 
 def test_transfer_killed_midway_leaves_nothing_partial_published():
     """A real ssh upload killed after 2 MB of 40 MB: the far side accepts nothing."""
-    name = "backup-web-20991231T000000Z.tar.gz"
+    # Dated in the past: the receiver refuses names from the future (test_trust.py).
+    name = "backup-web-20000101T000000Z.tar.gz"
     size = 40 * 1024 * 1024
     part = f"{ROOT}/{WEB}/.incoming/{name}.part"
     script = (f"rm -f /var/tmp/killnow /var/tmp/feed; head -c {size} /dev/urandom > /var/tmp/big && "
@@ -258,7 +346,7 @@ def test_checksum_mismatch_on_the_far_side_is_rejected_and_local_kept():
     assert damaged not in published(WEB)
     assert incoming(WEB) == []
     assert line["archive"] in published(WEB)  # the good archive of this run still went
-    sh(WEB, f"rm {OUTBOX}/{damaged} {OUTBOX}/{damaged}.sha256", check=True)
+    sh(WEB, f"rm -f {OUTBOX}/{damaged} {OUTBOX}/{damaged}.sha256 {OUTBOX}/{damaged}.sig", check=True)
 
 
 def test_backup_host_disk_full_is_a_clear_error_and_local_kept():
@@ -293,30 +381,66 @@ def test_two_runs_at_once_the_second_exits_cleanly():
     assert outbox(WEB) == []
 
 
-def test_corrupted_archive_is_detected_by_restore(playbook):
-    good = published(WEB)[-1]
-    bad = "backup-web-20991231T235959Z.tar.gz"
-    sh(SERVER, f"cp -p {ROOT}/{WEB}/{good} {ROOT}/{WEB}/{bad} && "
-               f"sed 's/{good}/{bad}/' {ROOT}/{WEB}/{good}.sha256 > {ROOT}/{WEB}/{bad}.sha256", check=True)
+def backup_with_clock_at(container: str, year: int) -> tuple[int, dict]:
+    """The real pipeline (the installed code, config and key) on a source whose clock says Jan 1st of
+    ``year``: only the archive's name carries the wrong time; the backup host records its own."""
+    code = ("import datetime, sys; sys.path.insert(0, '/usr/local/lib/streamcloud-backup'); "
+            "from ansible_collections.streamcloud.platform.plugins.module_utils import backup_archive, backup_cli; "
+            f"backup_archive.utcnow = lambda: datetime.datetime({year}, 1, 1, tzinfo=datetime.timezone.utc); "
+            "sys.exit(backup_cli.main(['run']))")
+    result = sh(container, f'python3 -c "{code}"')
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    assert lines, f"no JSON line from {container}: {result.stdout} {result.stderr}"
+    return result.returncode, json.loads(lines[-1])
+
+
+def test_latest_is_the_newest_received_and_verified_archive_not_the_newest_name(playbook):
+    """The restore's 'latest' is the backup host's: by receive time, skipping a corrupted archive.
+    (It was the highest name: the archive of a source whose clock went back was never restored, and
+    a corrupted newest archive failed the restore instead of yielding to the one before it.)"""
+    sh(WEB, "echo 'made while the clock said 2000' > /srv/data/conf/app.ini", check=True)
+    code, line = backup_with_clock_at(WEB, 2000)
+    assert code == 0 and line["status"] == "ok", line
+    clock_2000 = line["archive"]
+    assert clock_2000.startswith(f"{WEB}-20000101T") and clock_2000 in published(WEB)
+    sh(WEB, "echo 'newest, corrupted on the backup host' > /srv/data/conf/app.ini", check=True)
+    time.sleep(1.1)  # received in a later second than clock_2000
+    code, line = backup(WEB)
+    assert code == 0 and line["status"] == "ok", line
+    bad = line["archive"]
+    assert published(WEB)[-1] == bad  # the highest name too
     flip_byte(SERVER, f"{ROOT}/{WEB}/{bad}")
-    sh(WEB, "echo 'edited after the backup' > /srv/data/conf/app.ini", check=True)
+    sh(WEB, "echo 'edited after the backups' > /srv/data/conf/app.ini", check=True)
     try:
-        result = playbook(RESTORE, {"restore_source": WEB})  # latest = the corrupted one
+        result = playbook(RESTORE, {"restore_source": WEB})
+        assert result.returncode == 0, output(result)[-3000:]
+        assert bad in result.stdout and "checksum mismatch" in result.stdout  # reported as skipped
+        assert sh(WEB, "cat /srv/data/conf/app.ini").stdout == "made while the clock said 2000\n"
+        # The restore only reads on the backup host: the corrupted archive is where it was.
+        assert bad in published(WEB)
+
+        # Asked for by name, the corrupted archive is refused and nothing is restored.
+        sh(WEB, "echo 'edited after the backups' > /srv/data/conf/app.ini", check=True)
+        result = playbook(RESTORE, {"restore_source": WEB, "restore_archive": bad})
         assert result.returncode != 0
         assert f"{bad} is corrupted" in output(result)
-        assert sh(WEB, "cat /srv/data/conf/app.ini").stdout == "edited after the backup\n"
-        # Even handed to the target directly (sidecar "fixed" to match), the manifest check refuses it.
+        assert sh(WEB, "cat /srv/data/conf/app.ini").stdout == "edited after the backups\n"
+        # Even handed to the target directly (sidecar "fixed" to match) with the right identity, age refuses to
+        # decrypt a modified ciphertext.
         sh(WEB, "mkdir -p /var/tmp/r", check=True)
         raw = subprocess.run(["docker", "exec", SERVER, "cat", f"{ROOT}/{WEB}/{bad}"], capture_output=True,
                              check=True).stdout
         subprocess.run(["docker", "exec", "-i", WEB, "sh", "-c", f"cat > /var/tmp/r/{bad}"], input=raw, check=True)
-        direct = sh(WEB, f"{CLI} restore --archive /var/tmp/r/{bad} --sha256 $(sha256sum /var/tmp/r/{bad} | "
-                         "cut -d' ' -f1) --target /var/tmp/r/out")
-        assert direct.returncode == 1 and "is corrupted" in direct.stderr
+        direct = subprocess.run(
+            ["docker", "exec", "-i", WEB, "bash", "-c", f"{CLI} restore --archive /var/tmp/r/{bad} --sha256 "
+             f"$(sha256sum /var/tmp/r/{bad} | cut -d' ' -f1) --target /var/tmp/r/out --identity-stdin"],
+            input=IDENTITY.read_bytes(), capture_output=True, check=False)
+        assert direct.returncode == 1 and b"cannot be decrypted" in direct.stderr, direct.stderr
         assert sh(WEB, "test -e /var/tmp/r/out/srv").returncode == 1
     finally:
-        sh(SERVER, f"rm -f {ROOT}/{WEB}/{bad} {ROOT}/{WEB}/{bad}.sha256")
-        sh(WEB, "rm -rf /var/tmp/r")
+        for name in (clock_2000, bad):
+            sh(SERVER, f"cd {ROOT}/{WEB} && rm -f {name} {name}.sha256 {name}.received {name}.sig")
+        sh(WEB, "rm -rf /var/tmp/r && echo 'stream=live' > /srv/data/conf/app.ini")
 
 
 # --- rotation ------------------------------------------------------------------------------------
@@ -387,10 +511,16 @@ def test_the_cron_command_line_runs_and_ships():
       "backup_rotate_keep_monthly": 0}, "at least one is above 0"),
     ({"backup_server": "nowhere"}, "backup_server is 'nowhere'"),
     ({"backup_compression_threads": -1},
-     "backup_compression_threads (0 for every core, or a number of cores, got '-1')"),
+     "backup_compression_threads (0 for every core, or a number of cores up to 16, got '-1')"),
     ({"backup_cron_nice": 25}, "backup_cron_nice (0-19, got '25')"),
     # Defect 7: "$" matched before a final newline, and that archive was never shipped.
     ({"backup_source_name": "backup-web\n"}, "backup_source_name (letters, digits"),
+    ({"backup_compression_threads": 64}, "or a number of cores up to 16, got '64'"),
+    ({"backup_server_max_future_skew": -5}, "backup_server_max_future_skew is 0 or a number of"),
+    ({"backup_server_quota_mb": -1}, "backup_server_quota_mb is 0 or a number of MiB (got '-1')"),
+    ({"backup_server_quota_mb_by_source": {"backup-web": "lots"}}, "backup_server_quota_mb_by_source maps"),
+    ({"backup_age_recipients": []}, "backup_age_recipients must list the public keys the archives are encrypted to"),
+    ({"backup_age_recipients": ["age1-not-a-key"]}, "got ['age1-not-a-key']"),
 ])
 def test_bad_input_fails_before_any_change(playbook, molecule_scenario_dir, extra, message):
     before = sh(WEB, "md5sum /etc/streamcloud-backup/config.json", check=True).stdout

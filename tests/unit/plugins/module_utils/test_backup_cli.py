@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
 import fcntl
+import hashlib
 import io
 import json
 import os
@@ -32,7 +34,7 @@ def config(tree, tmp_path, ssh_on_path):
     }
     path = tmp_path / "config.json"
     path.write_text(json.dumps(data))
-    return path, data, root / "bk-web1"
+    return path, data, root / "web1"
 
 
 def test_run_archives_ships_and_reports(config):
@@ -91,6 +93,40 @@ def test_bad_configuration(config, change, message):
     path.write_text(json.dumps(data))
     with pytest.raises(BackupError, match=message):
         backup_cli.load_config(str(path))
+
+
+def test_threads_above_the_bound_fail_clearly_and_write_nothing(config, capsys):
+    """Finding 6: threads had no upper bound (64 threads: 407 MB RSS)."""
+    path, data, far = config
+    data["threads"] = 64
+    path.write_text(json.dumps(data))
+    out = io.StringIO()
+    assert backup_cli.main(["run", "--config", str(path)], out=out) == 1
+    line = json.loads(out.getvalue())
+    assert "threads 64 must be" in line["error"] and "backup_compression_threads" in line["error"]
+    assert not os.path.exists(data["outbox"]) or os.listdir(data["outbox"]) == []
+    assert not far.exists() or [n for n in os.listdir(far) if n.endswith(".tar.gz")] == []
+
+
+def test_a_part_left_by_a_killed_run_is_removed_by_the_next_run(config):
+    """Finding 3: a run killed while archiving left a .part in the outbox; the next run deletes it
+    (no live process holds it), while a .part being written (locked by its writer) is left alone."""
+    path, data, _far = config
+    outbox = Path(data["outbox"])
+    outbox.mkdir()
+    dead = outbox / "web1-20261126T020000Z.tar.gz.part"
+    dead.write_bytes(os.urandom(300_000))
+    alive = outbox / "web1-20261126T030000Z.tar.gz.part"
+    alive.write_bytes(b"being written")
+    notes = outbox / "notes.part"  # not an archive's .part: never touched
+    notes.write_text("mine")
+    with open(alive, "rb") as writer:
+        fcntl.flock(writer, fcntl.LOCK_EX)
+        out = io.StringIO()
+        assert backup_cli.main(["run", "--config", str(path)], out=out) == 0
+    assert json.loads(out.getvalue())["removed_leftovers"] == [dead.name]
+    assert not dead.exists()
+    assert alive.exists() and notes.exists()
 
 
 def test_unreadable_configuration(tmp_path, capsys):
@@ -199,3 +235,20 @@ def test_the_outbox_behind_a_symlink_is_never_archived(tree, tmp_path):
     names = subprocess.run(["tar", "-tzf", second["archive"]], capture_output=True, text=True, check=True).stdout
     assert not [n for n in names.splitlines() if "/real/outbox" in n or first["name"] in n]
     assert any(n.endswith("/real") or n.endswith("/real/") for n in names.splitlines())
+
+
+def test_choose_prints_the_archive_a_restore_takes(tmp_path, capsys):
+    """The command the restore entry point runs on the backup host: one JSON line."""
+    d = tmp_path / "web1"
+    d.mkdir()
+    for hour, name in ((1, "web1-20261127T020000Z.tar.gz"), (2, "web1-20000101T000000Z.tar.gz")):
+        (d / name).write_bytes(name.encode())
+        (d / (name + ".sha256")).write_text(f"{hashlib.sha256(name.encode()).hexdigest()}  {name}\n")
+        when = datetime.datetime(2026, 11, 27, hour, tzinfo=datetime.timezone.utc)
+        (d / (name + ".received")).write_text(json.dumps({"received": f"{when:%Y%m%dT%H%M%SZ}"}) + "\n")
+    out = io.StringIO()
+    assert backup_cli.main(["choose", "--path", str(d), "--source", "web1"], out=out) == 0
+    assert json.loads(out.getvalue())["name"] == "web1-20000101T000000Z.tar.gz"
+    bad = ["choose", "--path", str(d), "--source", "web1", "--archive", "soon"]
+    assert backup_cli.main(bad, out=io.StringIO()) == 1
+    assert "use latest, a day" in capsys.readouterr().err

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import io
+import json
 import os
 
 import pytest
@@ -26,10 +28,10 @@ def outbox(tree, tmp_path):
 @pytest.fixture
 def remote(local_ssh, tmp_path):
     program, root = local_ssh
-    (root / "bk-web1").mkdir()
+    (root / "web1").mkdir()
     key = tmp_path / "id_ed25519"
     key.write_text("not used by the local transport\n")
-    return Remote("backup", "bk-web1", identity_file=str(key), ssh_program=program), root / "bk-web1"
+    return Remote("backup", "bk-web1", identity_file=str(key), ssh_program=program), root / "web1"
 
 
 def names(directory):
@@ -73,6 +75,19 @@ def test_unreachable_host_keeps_everything_and_next_run_ships_both(outbox, remot
     result = ship(str(outbox), far)
     assert len(result["transferred"]) == 2 and result["failed"] == []
     assert len([n for n in names(far_dir) if n.endswith(".tar.gz")]) == 2
+
+
+def test_a_killed_receiver_is_not_reported_as_unreachable(outbox, remote, monkeypatch):
+    """Finding 6: ssh exits 255 when the far side's receiver is killed; that is not "unreachable"."""
+    far, _far_dir = remote
+    before = names(outbox)
+    monkeypatch.setenv("BACKUP_TEST_KILL", "1")
+    result = ship(str(outbox), far)
+    assert len(result["failed"]) == 2  # not unreachable: the next archive is tried too
+    for failure in result["failed"]:
+        assert "the receiver stopped without an answer" in failure["error"]
+        assert "unreachable" not in failure["error"]
+    assert names(outbox) == before
 
 
 def test_local_corruption_is_rejected_far_side_and_local_kept(outbox, remote):
@@ -165,7 +180,7 @@ NAME = "web1-20261127T020000Z.tar.gz"
 
 def call(base, command, data=b""):
     out = io.BytesIO()
-    return rx.dispatch(str(base), command.split(), io.BytesIO(data), out), out.getvalue()
+    return rx.dispatch(str(base), command.split(), io.BytesIO(data), out, {"source": "web1"}), out.getvalue()
 
 
 REFUSED = [
@@ -175,7 +190,7 @@ REFUSED = [
     ("/usr/lib/openssh/sftp-server", "is not allowed"),
     ("put ../other/web1-20261127T020000Z.tar.gz 3", "is not an archive name"),
     ("put .ssh 3", "is not an archive name"),
-    ("put web1-20261127T020000Z.tar.gz", "takes 2 or 3 argument"),
+    ("put web1-20261127T020000Z.tar.gz", "takes 2 or 3 or 4 argument"),
     ("put web1-20261127T020000Z.tar.gz 3 nothex", "is not a SHA-256"),
     ("put web1-20261127T020000Z.tar.gz -1", "is not a byte count"),
     ("get ../../etc/shadow", "is not an archive name"),
@@ -270,3 +285,183 @@ def test_receiver_under_force_command_reads_the_original_command(tmp_path, capsy
     argv = ["-c", "/usr/local/sbin/streamcloud-backup-receive"]
     assert rx.main(argv, base=str(tmp_path), handle_signals=False) == code
     assert message in capsys.readouterr().err
+
+
+# --- the backup host decides (issue 11) ------------------------------------------------------------
+
+def _digest(data):
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_receiver_refuses_twelve_uploads_dated_2099(tmp_path):
+    """Finding 1: a client with its own key uploads archives named in 2099: every one is refused
+    before a byte is stored, with a message that names the clock and the setting."""
+    for month in range(1, 13):
+        name = f"web1-2099{month:02d}01T000000Z.tar.gz"
+        with pytest.raises(rx.Refused, match="more than 3600 s after the backup host's clock") as err:
+            call(tmp_path, f"put {name} 3 {_digest(b'abc')}", b"abc")
+        assert "backup_server_max_future_skew" in str(err.value)
+    assert [n for n in os.listdir(tmp_path) if n != ".incoming"] == []
+
+
+def test_receiver_accepts_a_slow_clock_within_the_skew_and_records_the_receive_time(tmp_path):
+    now = datetime.datetime.now(datetime.timezone.utc)
+    soon = (now + datetime.timedelta(minutes=30)).strftime("%Y%m%dT%H%M%SZ")
+    name = f"web1-{soon}.tar.gz"
+    assert call(tmp_path, f"put {name} 3 {_digest(b'abc')}", b"abc")[0]["already"] is False
+    record = json.loads((tmp_path / (name + ".received")).read_text())
+    received = datetime.datetime.strptime(record["received"], "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.timezone.utc)
+    assert abs((received - now).total_seconds()) < 60
+    assert record["sha256"] == _digest(b"abc") and record["size"] == 3
+    # An archive named in 2000 (a client whose clock went back) is received now, and dated so.
+    old = "web1-20000101T000000Z.tar.gz"
+    call(tmp_path, f"put {old} 3 {_digest(b'xyz')}", b"xyz")
+    assert json.loads((tmp_path / (old + ".received")).read_text())["received"][:4] == str(now.year)
+
+
+def test_receiver_refuses_another_sources_name(tmp_path):
+    with pytest.raises(rx.Refused, match="receives the archives of web1 only"):
+        call(tmp_path, f"put db1-20261127T020000Z.tar.gz 3 {_digest(b'abc')}", b"abc")
+
+
+def test_the_receiver_source_is_its_directory_name(tmp_path, capsys, monkeypatch):
+    base = tmp_path / "db1"
+    base.mkdir()
+    monkeypatch.setenv("SSH_ORIGINAL_COMMAND", f"commit {NAME} {'0' * 64}")
+    argv = ["-c", "/usr/local/sbin/streamcloud-backup-receive"]
+    assert rx.main(argv, base=str(base), handle_signals=False, settings={}) == rx.EXIT_REFUSED
+    assert "receives the archives of db1 only" in capsys.readouterr().err
+
+
+NO_DELETE = [
+    "put {name} 3 {other}",      # same name, other content
+    "put {name} 3",              # same name, no checksum
+    "commit {name} {other}",     # publish another part under that name
+    "verify {name}",             # a good archive stays where it is
+    "get {name}",
+    "stat {name}",
+    "list",
+]
+
+
+@pytest.mark.parametrize("command", NO_DELETE)
+def test_no_client_command_deletes_or_overwrites_a_stored_archive(tmp_path, command):
+    """Finding 1: every command a client key can call, aimed at a published archive."""
+    data = os.urandom(3000)
+    call(tmp_path, f"put {NAME} {len(data)} {_digest(data)}", data)
+    before = {n: (tmp_path / n).read_bytes() for n in os.listdir(tmp_path) if n != ".incoming"}
+    with contextlib.suppress(rx.Refused):
+        call(tmp_path, command.format(name=NAME, other=_digest(b"abc")), b"abc")
+    after = {n: (tmp_path / n).read_bytes() for n in os.listdir(tmp_path) if n != ".incoming"}
+    assert after == before
+
+
+def test_publish_never_replaces_an_archive_that_appeared_meanwhile(tmp_path):
+    """The final step links (fails when the name is taken) instead of renaming over it."""
+    data = b"abc"
+    (tmp_path / ".incoming").mkdir()
+    part = tmp_path / ".incoming" / (NAME + ".part")
+    part.write_bytes(data)
+    (tmp_path / NAME).write_bytes(b"the stored archive")
+    with pytest.raises(rx.Refused, match="never overwritten"):
+        rx._publish(str(tmp_path), NAME, _digest(data), str(part))
+    assert (tmp_path / NAME).read_bytes() == b"the stored archive"
+
+
+def test_receiver_verify_quarantines_a_mismatch_and_exits_non_zero(tmp_path, capsys, monkeypatch):
+    """Finding 2: verify exited 0 with ok:false; now exit 3 and the archive is in .quarantine/."""
+    base = tmp_path / "web1"
+    base.mkdir()
+    data = os.urandom(3000)
+    call(base, f"put {NAME} {len(data)} {_digest(data)}", data)
+    (base / NAME).write_bytes(data[:-1] + b"\0")
+    monkeypatch.setenv("SSH_ORIGINAL_COMMAND", f"verify {NAME}")
+    argv = ["-c", "/usr/local/sbin/streamcloud-backup-receive"]
+    assert rx.main(argv, base=str(base), handle_signals=False, settings={}) == rx.EXIT_MISMATCH
+    err = capsys.readouterr().err
+    assert "is corrupted on the backup host" in err and ".quarantine" in err
+    assert not (base / NAME).exists()
+    assert sorted(os.listdir(base / ".quarantine")) == [NAME, NAME + ".reason", NAME + ".received", NAME + ".sha256"]
+
+
+def test_two_uploads_of_one_name_the_second_is_refused(tmp_path):
+    """Finding 6: while one upload of a name holds its lock, a second is refused clearly."""
+    import fcntl
+
+    (tmp_path / ".incoming").mkdir()
+    with open(tmp_path / ".incoming" / (NAME + ".lock"), "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(rx.Refused, match=f"another upload of {NAME} is in progress"):
+            call(tmp_path, f"put {NAME} 3 {_digest(b'abc')}", b"abc")
+    assert not (tmp_path / NAME).exists()
+    # Once the first is gone, the name can be uploaded.
+    assert call(tmp_path, f"put {NAME} 3 {_digest(b'abc')}", b"abc")[0]["already"] is False
+
+
+def test_a_killed_receivers_partial_upload_is_removed_by_the_next_put(tmp_path):
+    """Finding 3: a .part left by a killed receiver (no process holds its lock) is deleted by the
+    next upload; one whose upload is alive (lock held) is left alone."""
+    import fcntl
+
+    incoming = tmp_path / ".incoming"
+    incoming.mkdir()
+    dead = "web1-20261126T020000Z.tar.gz"
+    alive = "web1-20261125T020000Z.tar.gz"
+    (incoming / (dead + ".part")).write_bytes(b"x" * 1000)
+    (incoming / (alive + ".part")).write_bytes(b"y" * 1000)
+    with open(incoming / (alive + ".lock"), "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        call(tmp_path, f"put {NAME} 3 {_digest(b'abc')}", b"abc")
+        assert sorted(os.listdir(incoming)) == [alive + ".lock", alive + ".part"]
+
+
+# --- quota per source (issue 11, finding 4) ----------------------------------------------------------
+
+@pytest.mark.parametrize(("settings", "variable"), [
+    ({"quota_mb": 1}, "raise backup_server_quota_mb (or backup_server_quota_mb_by_source for this source)"),
+    ({"quota_mb": 0, "quota_mb_by_source": {"web1": 1, "db1": 500}}, "raise backup_server_quota_mb_by_source['web1']"),
+])
+def test_quota_is_checked_with_a_clear_error(outbox, remote, monkeypatch, tmp_path, settings, variable):
+    """One source cannot fill the shared disk: an upload that would take it over its quota is
+    refused before a byte is written, and the client's error names the quota and the variable."""
+    far, far_dir = remote
+    (far_dir / "web1-20261101T000000Z.tar.gz").write_bytes(b"x" * (1024 * 1024 - 1000))
+    config = tmp_path / "receiver.json"
+    config.write_text(json.dumps(settings))
+    monkeypatch.setenv("BACKUP_TEST_SETTINGS", str(config))
+    before = names(outbox)
+    result = ship(str(outbox), far)
+    assert result["transferred"] == [] and len(result["failed"]) == 2
+    error = result["failed"][0]["error"]
+    assert "over its quota of 1 MiB" in error and variable in error
+    assert names(outbox) == before
+    assert os.listdir(far_dir / ".incoming") == []
+    # Within the quota (the override raised for this source) the same archives go.
+    config.write_text(json.dumps({"quota_mb": 1, "quota_mb_by_source": {"web1": 100}}))
+    assert len(ship(str(outbox), far)["transferred"]) == 2
+
+
+def test_quota_counts_what_the_source_already_holds(tmp_path):
+    base = tmp_path / "web1"
+    base.mkdir()
+    data = os.urandom(600 * 1024)
+    call(base, f"put {NAME} {len(data)} {_digest(data)}", data)
+    with pytest.raises(rx.Refused, match="over its quota of 1 MiB") as err:
+        rx.dispatch(str(base), f"put web1-20261128T020000Z.tar.gz {len(data)} {_digest(data)}".split(),
+                    io.BytesIO(data), io.BytesIO(), {"quota_mb": 1})
+    assert err.value.code == rx.EXIT_QUOTA
+    assert not (base / "web1-20261128T020000Z.tar.gz").exists()
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ({"max_future_skew": -1}, "max_future_skew -1 must be 0 or a positive whole number"),
+    ({"quota_mb": "lots"}, "quota_mb 'lots' must be"),
+    ({"quota_mb_by_source": {"web1": -5}}, "quota_mb_by_source must map"),
+])
+def test_receiver_settings_are_checked(tmp_path, content, message):
+    path = tmp_path / "receiver.json"
+    path.write_text(json.dumps(content))
+    with pytest.raises(BackupError, match=message):
+        rx.load_settings(str(path))

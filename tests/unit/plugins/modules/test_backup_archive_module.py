@@ -60,7 +60,9 @@ BAD = [
     ({"compression_level": 30}, "compression_level 30 is out of range for gzip: use 1 to 9"),
     ({"compression_level": "high"}, "compression_level"),
     ({"excludes": [""]}, "is not a non-empty pattern"),
-    ({"threads": -2}, "threads -2 must be 0 (every core) or a number of threads"),
+    ({"threads": -2}, "threads -2 must be 0 (every core, at most 16) or a number of threads from 1 to 16"),
+    ({"threads": 64}, "threads 64 must be 0 (every core, at most 16) or a number of threads from 1 to 16 "
+                      "(variable backup_compression_threads)"),
     ({"threads": "many"}, "threads"),
     ({"db_dump_command": "/bin/false"}, "database dump command /bin/false failed with exit code 1"),
     ({"unknown": 1}, "Unsupported parameters"),

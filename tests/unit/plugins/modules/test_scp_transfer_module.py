@@ -21,7 +21,7 @@ def setup(tree, tmp_path, ssh_on_path):
     key = tmp_path / "id"
     key.write_text("unused\n")
     args = {"path": str(out), "host": "backup", "user": "bk-web1", "identity_file": str(key)}
-    return args, made, root / "bk-web1"
+    return args, made, root / "web1"
 
 
 OPTIONS = [
