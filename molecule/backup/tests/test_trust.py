@@ -63,8 +63,15 @@ def forget(*names: str) -> None:
         sh(SERVER, f"rm -f {HOME}/{name} {HOME}/{name}.sha256 {HOME}/{name}.received", check=True)
 
 
+def run_client() -> subprocess.CompletedProcess:
+    """One backup run, in a second of its own: archives are named to the second, and a second archive
+    of one name is refused (never overwritten), so two runs within one second would collide."""
+    time.sleep(1.1)
+    return sh(WEB, f"{CLI} run")
+
+
 def test_genuine_history_exists():
-    assert sh(WEB, f"{CLI} run").returncode == 0
+    assert run_client().returncode == 0
     assert any(name.endswith(".tar.gz.age") for name in stored())
 
 
@@ -196,7 +203,7 @@ def test_a_quota_refuses_an_upload_before_writing_and_the_client_says_which_vari
     before = stored()
     try:
         sh(WEB, "head -c 3000000 /dev/urandom > /srv/data/media/quota.bin", check=True)
-        result = sh(WEB, f"{CLI} run")
+        result = run_client()
         line = json.loads([x for x in result.stdout.splitlines() if x.startswith("{")][-1])
         assert result.returncode == 1 and line["status"] == "failed"
         assert f"over its quota of {quota} MiB" in line["error"], line
@@ -210,7 +217,7 @@ def test_a_quota_refuses_an_upload_before_writing_and_the_client_says_which_vari
         sh(WEB, "rm -f /srv/data/media/quota.bin", check=True)
     assert sh(SERVER, f"cat {settings}", check=True).stdout == original
     # The quota lifted, the archive kept in the outbox goes with the next run.
-    code = sh(WEB, f"{CLI} run").returncode
+    code = run_client().returncode
     assert code == 0
     assert sh(WEB, "ls /var/backups/streamcloud/outbox", check=True).stdout.split() == []
 
@@ -218,7 +225,7 @@ def test_a_quota_refuses_an_upload_before_writing_and_the_client_says_which_vari
 def test_a_part_left_in_the_outbox_by_a_killed_run_is_removed_by_the_next_run():
     leftover = f"{WEB}-20261101T000000Z.tar.gz.part"
     sh(WEB, f"head -c 5000000 /dev/urandom > /var/backups/streamcloud/outbox/{leftover}", check=True)
-    result = sh(WEB, f"{CLI} run")
+    result = run_client()
     line = json.loads([x for x in result.stdout.splitlines() if x.startswith("{")][-1])
     assert result.returncode == 0 and line["removed_leftovers"] == [leftover], line
     assert sh(WEB, "ls -A /var/backups/streamcloud/outbox", check=True).stdout.split() == []
