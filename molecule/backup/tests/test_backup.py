@@ -41,6 +41,8 @@ def sh(container: str, command: str, check: bool = False, timeout: int = 300) ->
 
 
 def backup(container: str) -> tuple[int, dict]:
+    # In a second of its own: archives are named to the second, and a repeated name is refused.
+    time.sleep(1.1)
     result = sh(container, f"{CLI} run")
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     assert lines, f"no JSON line from {container}: {result.stdout} {result.stderr}"
