@@ -3,30 +3,22 @@
 from __future__ import annotations
 
 import contextlib
-import ftplib
 import os
 import ssl
+import sys
 from pathlib import Path
 
 import pytest
 
+# FTP over TLS whose data connections resume the control connection's TLS session: ProFTPD's mod_tls
+# refuses those that do not (the scenario proves it with the plain ftplib.FTP_TLS). The same client
+# as `make lab-check` (scripts/labcheck.py).
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "scripts"))
+from labcheck import ReusingFTPS
+
 SERVER = "proftpd-ftp"
 USERS = {"alice": "Lab-only-alice-p4ssword", "bob": "Lab-only-bob-p4ssword"}
 PASSIVE = range(49152, 49408)
-
-
-class ReusingFTPS(ftplib.FTP_TLS):
-    """FTP over TLS whose data connections resume the control connection's TLS session.
-
-    ProFTPD's mod_tls refuses data connections that do not (the scenario proves it with the plain
-    ftplib.FTP_TLS, which opens a fresh session).
-    """
-
-    def ntransfercmd(self, cmd, rest=None):
-        conn, size = ftplib.FTP.ntransfercmd(self, cmd, rest)
-        if self._prot_p:
-            conn = self.context.wrap_socket(conn, server_hostname=self.host, session=self.sock.session)
-        return conn, size
 
 
 @pytest.fixture(scope="session")
