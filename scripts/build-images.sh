@@ -51,22 +51,32 @@ EOF
   rm -rf "$root"
 }
 
+build_one() {
+  local distro=$1 started have
+  have=$(docker image inspect -f '{{ index .Config.Labels "streamcloud.image-version" }}' "streamcloud/$distro" 2>/dev/null || true)
+  if [ -z "${FORCE:-}" ] && [ "$have" = "$IMAGE_VERSION" ]; then
+    log "$distro: image streamcloud/$distro (version $IMAGE_VERSION) is present"
+    return 0
+  fi
+  [ -n "$have" ] && log "$distro: image streamcloud/$distro is version ${have:-unknown}; rebuilding as $IMAGE_VERSION"
+  started=$(date +%s)
+  build_with_dockerfile "$distro" || build_with_debootstrap "$distro"
+  log "$distro: image streamcloud/$distro built in $(( $(date +%s) - started )) s"
+}
+
 main() {
-  local distros=("$@") started have
+  local distros=("$@") distro pids=() rc=0 pid
   [ ${#distros[@]} -gt 0 ] || distros=("${MOLECULE_DISTRO:-debian12}")
-  ensure_docker
   for distro in "${distros[@]}"; do
     [ -n "${BASE[$distro]:-}" ] || die "unknown distro '$distro': choose debian12, debian13 or ubuntu2404"
-    have=$(docker image inspect -f '{{ index .Config.Labels "streamcloud.image-version" }}' "streamcloud/$distro" 2>/dev/null || true)
-    if [ -z "${FORCE:-}" ] && [ "$have" = "$IMAGE_VERSION" ]; then
-      log "$distro: image streamcloud/$distro (version $IMAGE_VERSION) is present"
-      continue
-    fi
-    [ -n "$have" ] && log "$distro: image streamcloud/$distro is version ${have:-unknown}; rebuilding as $IMAGE_VERSION"
-    started=$(date +%s)
-    build_with_dockerfile "$distro" || build_with_debootstrap "$distro"
-    log "$distro: image streamcloud/$distro built in $(( $(date +%s) - started )) s"
   done
+  ensure_docker
+  # The distros are built side by side: a build mostly waits on the archive (or the registry).
+  for distro in "${distros[@]}"; do
+    build_one "$distro" & pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid" || rc=1; done
+  return $rc
 }
 
 main "$@"
