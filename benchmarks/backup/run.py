@@ -35,9 +35,9 @@ REPO = Path(__file__).resolve().parents[2]
 COLLECTIONS = REPO / ".build" / "collections"
 sys.path.insert(0, str(COLLECTIONS))
 
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_archive import create_archive  # noqa: E402
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_rotate import rotate  # noqa: E402
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_transfer import Remote, ship  # noqa: E402
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.archive import create_archive  # noqa: E402
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.rotate import rotate  # noqa: E402
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.transfer import Remote, ship  # noqa: E402
 
 BASE = Path("/var/tmp/streamcloud-bench-backup")
 PORT = 2222
@@ -107,7 +107,7 @@ class LocalSshd:
         wrapper = tmp / "receive.py"
         wrapper.write_text(
             f"import os, sys\nsys.path.insert(0, {str(COLLECTIONS)!r})\n"
-            "from ansible_collections.streamcloud.platform.plugins.module_utils.backup_receiver import main\n"
+            "from ansible_collections.streamcloud.platform.plugins.module_utils._backup.receiver import main\n"
             f"sys.exit(main(['-c', os.environ.get('SSH_ORIGINAL_COMMAND', '')], base={str(receive_dir)!r}))\n")
         (tmp / "authorized_keys").write_text(
             f'restrict,command="{sys.executable} {wrapper}" {(tmp / "receiver.pub").read_text()}'

@@ -165,9 +165,9 @@ warnings:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_archive import create_archive
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common import BackupError
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_dumps import resolve_dump_command
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.archive import create_archive
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.dumps import resolve_dump_command
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.errors import BackupError
 
 
 def main():

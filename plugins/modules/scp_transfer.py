@@ -111,8 +111,8 @@ kept_local:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common import BackupError
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_transfer import Remote, ship
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.errors import BackupError
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.transfer import Remote, ship
 
 
 def main():

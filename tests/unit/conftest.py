@@ -47,7 +47,7 @@ if os.environ.get("BACKUP_TEST_DOWN"):
     sys.stderr.write("ssh: connect to host backup port 22: Connection refused\\n")
     sys.exit(255)
 user = sys.argv[-2].split("@")[0]
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_receiver import load_settings, main
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.receiver import load_settings, main
 # BACKUP_TEST_SETTINGS: a receiver.json to read (as the role writes it); else the defaults.
 settings = load_settings(os.environ["BACKUP_TEST_SETTINGS"]) if os.environ.get("BACKUP_TEST_SETTINGS") else {{}}
 base = os.path.join(os.environ["BACKUP_TEST_ROOT"], user.removeprefix("bk-"))

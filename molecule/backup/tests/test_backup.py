@@ -239,8 +239,8 @@ def test_restore_without_the_identity_fails_clearly_and_changes_nothing(playbook
 # /etc/shadow) with the installed code, encrypts it to the public recipient, signs it with the key it
 # has (the backup host's), and puts it in place of the latest archive with a matching .sha256.
 FORGE = (
-    "import sys; sys.path.insert(0, '/usr/local/lib/streamcloud-backup'); "
-    "from ansible_collections.streamcloud.platform.plugins.module_utils import backup_archive; "
+    "import sys; sys.path.insert(0, '/usr/local/sbin/streamcloud-backup'); "
+    "from ansible_collections.streamcloud.platform.plugins.module_utils._backup import archive as backup_archive; "
     "r = backup_archive.create_archive(paths=['/srv/data'], dest='/var/tmp/forge', source='backup-web', "
     "recipients=[open('/var/tmp/forge-recipient').read()], sign_key='/etc/ssh/ssh_host_ed25519_key'); "
     "print(r['archive'])"
@@ -386,10 +386,10 @@ def test_two_runs_at_once_the_second_exits_cleanly():
 def backup_with_clock_at(container: str, year: int) -> tuple[int, dict]:
     """The real pipeline (the installed code, config and key) on a source whose clock says Jan 1st of
     ``year``: only the archive's name carries the wrong time; the backup host records its own."""
-    code = ("import datetime, sys; sys.path.insert(0, '/usr/local/lib/streamcloud-backup'); "
-            "from ansible_collections.streamcloud.platform.plugins.module_utils import backup_archive, backup_cli; "
-            f"backup_archive.utcnow = lambda: datetime.datetime({year}, 1, 1, tzinfo=datetime.timezone.utc); "
-            "sys.exit(backup_cli.main(['run']))")
+    code = ("import datetime, sys; sys.path.insert(0, '/usr/local/sbin/streamcloud-backup'); "
+            "from ansible_collections.streamcloud.platform.plugins.module_utils._backup import archive, cli; "
+            f"archive.utcnow = lambda: datetime.datetime({year}, 1, 1, tzinfo=datetime.timezone.utc); "
+            "sys.exit(cli.main(['run']))")
     result = sh(container, f'python3 -c "{code}"')
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     assert lines, f"no JSON line from {container}: {result.stdout} {result.stderr}"

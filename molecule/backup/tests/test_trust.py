@@ -155,8 +155,8 @@ def test_two_uploads_of_one_name_then_a_killed_receiver():
     name = f"{WEB}-20000103T000000Z.tar.gz"
     size, digest = payload(4_000_000)
     script = (f"rm -f /var/tmp/feed; mkfifo /var/tmp/feed; "
-              "python3 -c \"import sys; sys.path.insert(0, '/usr/local/lib/streamcloud-backup'); "
-              "from ansible_collections.streamcloud.platform.plugins.module_utils.backup_transfer import Remote; "
+              "python3 -c \"import sys; sys.path.insert(0, '/usr/local/sbin/streamcloud-backup'); "
+              "from ansible_collections.streamcloud.platform.plugins.module_utils._backup.transfer import Remote; "
               f"r = Remote('{SERVER}', 'bk-{WEB}', identity_file='/etc/streamcloud-backup/id_ed25519', "
               "known_hosts_file='/etc/streamcloud-backup/known_hosts')\n"
               "try:\n"

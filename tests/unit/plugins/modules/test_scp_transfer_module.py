@@ -6,7 +6,7 @@ import datetime
 import os
 
 import pytest
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_archive import create_archive
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.archive import create_archive
 from ansible_collections.streamcloud.platform.plugins.modules import scp_transfer
 
 T0 = datetime.datetime(2026, 11, 27, 2, 0, tzinfo=datetime.timezone.utc)

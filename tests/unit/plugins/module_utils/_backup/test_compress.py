@@ -10,7 +10,7 @@ import tempfile
 import threading
 
 import pytest
-from ansible_collections.streamcloud.platform.plugins.module_utils import backup_compress as bc
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup import compress as bc
 
 
 def stream_of(size, seed=7):

@@ -45,26 +45,30 @@ import shutil
 import signal
 import sys
 
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common import (
-    ARCHIVE_RE,
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.crypt import (
+    SUFFIX,
+    unpack_signature,
+)
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.errors import BackupError
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.files import (
     CHUNK,
-    SHA256_RE,
-    BackupError,
     atomic_write_text,
     fsync_dir,
+    sha256_file,
+)
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.names import (
+    ARCHIVE_RE,
     parse_archive_name,
+    utcnow,
+)
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.sidecars import (
+    SHA256_RE,
     quarantine,
     read_sidecar,
-    sha256_file,
     sidecars,
-    utcnow,
+    signature_path,
     write_received,
     write_sidecar,
-)
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_crypt import (
-    SUFFIX,
-    signature_path,
-    unpack_signature,
 )
 
 EXIT_REFUSED = 2

@@ -9,10 +9,11 @@ import json
 import os
 
 import pytest
-from ansible_collections.streamcloud.platform.plugins.module_utils import backup_receiver as rx
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_archive import create_archive
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common import BackupError, sha256_file
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_transfer import Remote, ship
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup import receiver as rx
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.archive import create_archive
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.errors import BackupError
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.files import sha256_file
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.transfer import Remote, ship
 
 T0 = datetime.datetime(2026, 11, 27, 2, 0, 0, tzinfo=datetime.timezone.utc)
 

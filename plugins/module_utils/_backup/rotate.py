@@ -28,13 +28,13 @@ import os
 import re
 import stat
 
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common import (
-    BackupError,
-    parse_archive_name,
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.errors import BackupError
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.files import sha256_file
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.names import parse_archive_name
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.sidecars import (
     quarantine,
     read_received,
     read_sidecar,
-    sha256_file,
     sidecars,
 )
 

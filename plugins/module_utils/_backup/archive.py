@@ -31,26 +31,29 @@ import tarfile
 import tempfile
 import threading
 
-from ansible_collections.streamcloud.platform.plugins.module_utils import backup_crypt, backup_dumps, backup_manifest
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common import (
-    ARCHIVE_RE,
-    CHUNK,
-    MANIFEST_NAME,
-    BackupError,
-    archive_name,
-    compressor_argv,
-    fsync_dir,
-    printable,
-    sha256_file,
-    utcnow,
-    write_sidecar,
-)
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_compress import (
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.compress import (
     DEFAULT_MAX_WORKERS,
     Segmented,
     Single,
     usable_cores,
 )
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.compressors import compressor_argv
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.crypt import SUFFIX, check_recipients, seal
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.dumps import check_dump_dir, run_dumps
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.errors import BackupError
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.files import CHUNK, fsync_dir, sha256_file
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.manifest import (
+    MANIFEST_NAME,
+    from_member,
+    hash_member,
+)
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.names import (
+    ARCHIVE_RE,
+    archive_name,
+    printable,
+    utcnow,
+)
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.sidecars import write_sidecar
 
 BLOCK = tarfile.BLOCKSIZE
 # GNU tar, one 512-byte block per record, so that its end-of-archive is exactly two zero blocks.
@@ -60,8 +63,6 @@ TAR_CREATE = [
     "--directory=/", "--null", "--no-unquote", "--verbatim-files-from", "--files-from=-", "--file=-",
 ]
 
-# Kept for callers of the old module path; the logic lives in backup_dumps.
-resolve_dump_command = backup_dumps.resolve_dump_command
 
 
 def _check_abs(kind, value):
@@ -150,8 +151,8 @@ def _parse_members(stream, manifest, errors):
     try:
         with tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK, errors="surrogateescape") as tar:
             for info in tar:
-                digest = backup_manifest.hash_member(tar, info) if info.isreg() else None
-                manifest["files"][info.name] = backup_manifest.from_member(info, digest)
+                digest = hash_member(tar, info) if info.isreg() else None
+                manifest["files"][info.name] = from_member(info, digest)
     except BaseException as exc:  # reported by the main thread
         errors.append(exc)
     finally:
@@ -239,15 +240,15 @@ def create_archive(paths, dest, source, compression="gzip", compression_level=No
     if missing:
         raise BackupError(f"paths: {', '.join(missing)} does not exist on this host: fix the list or create it")
     if db_dump_command:
-        backup_dumps.check_dump_dir(dump_dir, dest, paths)
+        check_dump_dir(dump_dir, dest, paths)
     compress, test = compressor_argv(compression, compression_level, threads)
     if recipients is not None:
-        recipients = backup_crypt.check_recipients(recipients)
+        recipients = check_recipients(recipients)
         if not sign_key:
             raise BackupError("sign_key is not set: an encrypted archive is signed with the source's own SSH key "
                               "(variable backup_sign_key)")
     when = now or utcnow()
-    name = archive_name(source, when, compression) + (backup_crypt.SUFFIX if recipients else "")
+    name = archive_name(source, when, compression) + (SUFFIX if recipients else "")
     final = os.path.join(dest, name)
     if os.path.exists(final):
         raise BackupError(f"{final} already exists: an archive with the same name was made in the same second")
@@ -267,7 +268,7 @@ def create_archive(paths, dest, source, compression="gzip", compression_level=No
     os.makedirs(dest, mode=0o700, exist_ok=True)
     result["removed_leftovers"] = remove_leftovers(dest)
     if db_dump_command:
-        result["databases"] = backup_dumps.run_dumps(db_dump_command, dump_dir, dest, paths)
+        result["databases"] = run_dumps(db_dump_command, dump_dir, dest, paths)
     entries, skipped = collect(archive_paths, list(excludes), [dest])
     _refuse_empty(entries, paths, allow_empty)
     manifest = {
@@ -277,9 +278,9 @@ def create_archive(paths, dest, source, compression="gzip", compression_level=No
         "files": {}, "skipped": [printable(p) for p in skipped], "warnings": [],
     }
     if recipients:
-        plain = os.path.join(dest, "." + name[:-len(backup_crypt.SUFFIX)])
+        plain = os.path.join(dest, "." + name[:-len(SUFFIX)])
         _stream_to_disk(plain, entries, manifest, compression, compress, test, threads)
-        sealed = backup_crypt.seal(plain, final, recipients, sign_key)
+        sealed = seal(plain, final, recipients, sign_key)
         result.update(sha256=sealed["sha256"], size=sealed["size"], encrypted=True)
     else:
         result.update(_stream_to_disk(final, entries, manifest, compression, compress, test, threads))

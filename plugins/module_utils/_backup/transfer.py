@@ -18,15 +18,14 @@ import json
 import os
 import subprocess
 
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common import (
-    ARCHIVE_RE,
-    SOURCE_RE,
-    BackupError,
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.crypt import (
+    pack_signature,
+)
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.errors import BackupError
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.names import ARCHIVE_RE, SOURCE_RE
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.sidecars import (
     read_sidecar,
     sidecar_path,
-)
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_crypt import (
-    pack_signature,
     signature_path,
 )
 

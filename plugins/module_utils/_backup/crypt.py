@@ -24,12 +24,15 @@ import re
 import shutil
 import subprocess
 
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common import (
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.errors import BackupError
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.files import (
     CHUNK,
-    BackupError,
     atomic_write_text,
     fsync_dir,
+)
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.sidecars import (
     sidecar_path,
+    signature_path,
     write_sidecar,
 )
 
@@ -39,10 +42,6 @@ SUFFIX = ".age"
 RECIPIENT_RE = re.compile(r"^(?P<key>age1[02-9ac-hj-np-z]{58}|(ssh-ed25519|ssh-rsa) [A-Za-z0-9+/]+={0,2})( [^\n]*)?\Z")
 SIGNATURE_BEGIN = "-----BEGIN SSH SIGNATURE-----"
 MAX_SIGNATURE = 4096
-
-
-def signature_path(archive: str) -> str:
-    return archive + ".sig"
 
 
 def statement(name: str, sha256: str) -> bytes:

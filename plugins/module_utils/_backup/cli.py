@@ -24,20 +24,16 @@ import socket
 import sys
 import time
 
-from ansible_collections.streamcloud.platform.plugins.module_utils import (
-    backup_archive,
-    backup_dumps,
-    backup_restore,
-    backup_rotate,
-    backup_transfer,
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup import (
+    archive,
+    dumps,
+    restore,
+    rotate,
+    transfer,
 )
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common import (
-    SOURCE_RE,
-    BackupError,
-    atomic_write_text,
-    json_line,
-    utcnow,
-)
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.errors import BackupError
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.files import atomic_write_text
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.names import check_source, utcnow
 
 DEFAULTS = {
     "source": None,
@@ -84,9 +80,7 @@ def load_config(path):
             raise BackupError(f"{path}: {key} is not set")
     if not config["source"]:
         config["source"] = socket.gethostname().split(".")[0]
-    if not isinstance(config["source"], str) or not SOURCE_RE.match(config["source"]):
-        raise BackupError(f"{path}: source {config['source']!r} is not a valid name: use letters, digits, '.', '_' "
-                          "or '-' (at most 63, starting with a letter or digit)")
+    check_source(config["source"], f"{path}: source")
     return config
 
 
@@ -105,8 +99,8 @@ def acquire_lock(path, wait):
 
 
 def archive_step(config):
-    dump = backup_dumps.resolve_dump_command(config["db_dump_command"], config["hooks_file"])
-    return backup_archive.create_archive(
+    dump = dumps.resolve_dump_command(config["db_dump_command"], config["hooks_file"])
+    return archive.create_archive(
         paths=config["paths"], dest=config["outbox"], source=config["source"],
         compression=config["compression"], compression_level=config["compression_level"],
         threads=config["threads"], excludes=config["excludes"], db_dump_command=dump,
@@ -116,12 +110,12 @@ def archive_step(config):
 
 
 def ship_step(config):
-    remote = backup_transfer.Remote(
+    remote = transfer.Remote(
         host=config["backup_host"], user=config["backup_user"], identity_file=config["identity_file"],
         port=config["backup_port"], known_hosts_file=config["known_hosts_file"],
         strict_host_key_checking=config["strict_host_key_checking"], connect_timeout=config["connect_timeout"],
     )
-    return backup_transfer.ship(config["outbox"], remote, keep_local=config["keep_local"])
+    return transfer.ship(config["outbox"], remote, keep_local=config["keep_local"])
 
 
 def run(config, out=sys.stdout, cron=False):
@@ -163,6 +157,10 @@ def run(config, out=sys.stdout, cron=False):
     return code
 
 
+def json_line(**fields) -> str:
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"))
+
+
 def _report(config, status, out, write_status=True):
     line = json_line(**status)
     out.write(line + "\n")
@@ -194,7 +192,7 @@ def parser():
                      help="do not hash the kept archives before deleting (a sidecar is enough)")
     rot.add_argument("--max-future-skew", type=int, default=3600,
                      help="seconds a name may be after its receive time before it is quarantined")
-    for rule in backup_rotate.RULES:
+    for rule in rotate.RULES:
         rot.add_argument("--" + rule.replace("_", "-"), type=int, default=0)
     cho = sub.add_parser("choose", help="the archive a restore takes: newest received and verified (read-only)")
     cho.add_argument("--path", required=True, help="the source's directory on the backup host")
@@ -222,16 +220,16 @@ def main(argv=None, out=sys.stdout):
         if args.command == "run":
             return run(load_config(args.config), out, cron=args.cron)
         if args.command == "rotate":
-            policy = {rule: getattr(args, rule) for rule in backup_rotate.RULES}
-            result = backup_rotate.rotate(args.path, policy, recurse=args.recurse,
+            policy = {rule: getattr(args, rule) for rule in rotate.RULES}
+            result = rotate.rotate(args.path, policy, recurse=args.recurse,
                                           verify=not args.no_verify, check_mode=args.check,
                                           max_future_skew=args.max_future_skew)
         elif args.command == "choose":
-            result = backup_rotate.choose(args.path, args.source, args.archive,
+            result = rotate.choose(args.path, args.source, args.archive,
                                           max_future_skew=args.max_future_skew)
         else:
             identity = sys.stdin.buffer.read() if args.identity_stdin else None
-            result = backup_restore.restore(args.archive, sha256=args.sha256, target=args.target,
+            result = restore.restore(args.archive, sha256=args.sha256, target=args.target,
                                             dry_run=args.dry_run, databases=not args.no_databases,
                                             files=not args.no_files, paths=args.path, report=args.report,
                                             identity=identity)

@@ -12,15 +12,14 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from ansible_collections.streamcloud.platform.plugins.module_utils import backup_archive as ba
-from ansible_collections.streamcloud.platform.plugins.module_utils import backup_compress as bc
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common import (
-    MANIFEST_NAME,
-    BackupError,
-    compressor_argv,
-    read_sidecar,
-    sha256_file,
-)
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup import archive as ba
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup import compress as bc
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.compressors import compressor_argv
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.dumps import resolve_dump_command
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.errors import BackupError
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.files import sha256_file
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.manifest import MANIFEST_NAME
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.sidecars import read_sidecar
 
 WHEN = datetime.datetime(2026, 11, 27, 2, 0, 0, tzinfo=datetime.timezone.utc)
 
@@ -241,27 +240,19 @@ def test_missing_compressor_is_named(tree, tmp_path, monkeypatch):
         ba.create_archive([str(tree)], str(tmp_path / "o"), "h", compression="zstd", now=WHEN)
 
 
-@pytest.mark.parametrize(("setting", "expected"), [
-    ("", None), ("none", None), ("  none ", None), ("/usr/bin/dump --all", ["/usr/bin/dump", "--all"]),
-    ("'/opt/my dump' -x", ["/opt/my dump", "-x"]),
-])
-def test_resolve_dump_command(setting, expected):
-    assert ba.resolve_dump_command(setting) == expected
-
-
 def test_resolve_auto_without_a_published_hook(tmp_path):
-    assert ba.resolve_dump_command("auto", str(tmp_path / "missing.json")) is None
+    assert resolve_dump_command("auto", str(tmp_path / "missing.json")) is None
 
 
 def test_resolve_auto_uses_the_published_hook_wherever_it_is(tmp_path):
     """Defect 1: the postgresql role's postgresql_dump_command may move the hook; the backup follows."""
     hooks = tmp_path / "database-hooks.json"
     hooks.write_text('{"engine": "postgresql", "dump": "/opt/db/bin/dump", "restore": "/opt/db/bin/restore"}')
-    assert ba.resolve_dump_command("auto", str(hooks)) == ["/opt/db/bin/dump"]
+    assert resolve_dump_command("auto", str(hooks)) == ["/opt/db/bin/dump"]
 
 
 def test_a_broken_hooks_file_is_a_clear_error(tmp_path):
     hooks = tmp_path / "database-hooks.json"
     hooks.write_text('{"dump": "relative"}')
     with pytest.raises(BackupError, match="must be absolute paths"):
-        ba.resolve_dump_command("auto", str(hooks))
+        resolve_dump_command("auto", str(hooks))
