@@ -7,7 +7,7 @@ Data: about 1 GiB of mixed data generated once under /var/tmp/streamcloud-bench-
 (text, logs, already-compressed media as random bytes), never in the repository.
 Target: a private sshd started by this script on 127.0.0.1:2222 (host key, keys and config in a
 temporary directory; stopped at the end). Our pipeline logs in with a key whose forced command is
-the real receiver (put / commit with SHA-256 verification on the far side); the baseline logs in
+the real receiver (put, with SHA-256 verification on the far side); the baseline logs in
 with another key and uses plain scp. Same cipher, same machine, same data, alternating order.
 Rotation: 10,000 archives rotated by our rotate() against a naive `find -mtime +N -delete`.
 Results: printed as a Markdown table, and JSON in benchmarks/results/ (git-ignored).

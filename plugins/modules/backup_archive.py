@@ -19,14 +19,16 @@ description:
     C(<name>.sha256) sidecar. A failed step leaves no archive behind.
   - The same code runs from cron as C(/usr/local/sbin/streamcloud-backup run), installed by the backup role.
 author: streamcloud platform engineers (@streamcloud)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details: Reports the archive that would be made and how many files it would hold; writes nothing.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
+  platform:
+    platforms: posix
 options:
   paths:
     description: Absolute paths to archive (directories are walked, symlinks are kept as links).

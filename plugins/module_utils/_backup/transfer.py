@@ -46,7 +46,7 @@ class Remote:
     """The receiver on the backup host, reached over ssh with a dedicated key."""
 
     def __init__(self, host, user, identity_file=None, port=22, known_hosts_file=None,
-                 strict_host_key_checking="yes", connect_timeout=10, ssh_options=(), ssh_program="ssh"):
+                 strict_host_key_checking="yes", connect_timeout=10, ssh_program="ssh"):
         if not host or any(c.isspace() for c in host):
             raise BackupError(f"host {host!r} is not a host name or address")
         if not user or not SOURCE_RE.match(user):
@@ -68,12 +68,10 @@ class Remote:
             argv += ["-i", identity_file, "-o", "IdentitiesOnly=yes"]
         if known_hosts_file:
             argv += ["-o", f"UserKnownHostsFile={known_hosts_file}"]
-        for option in ssh_options:
-            argv += ["-o", option]
         self.argv = [*argv, f"{user}@{host}"]
 
-    def call(self, command, stdin=None, stdout=subprocess.PIPE):
-        result = subprocess.run([*self.argv, command], stdin=stdin, stdout=stdout, stderr=subprocess.PIPE,  # noqa: S603 - argv list, no shell
+    def call(self, command, stdin=None):
+        result = subprocess.run([*self.argv, command], stdin=stdin, capture_output=True,  # noqa: S603 - argv list, no shell
                                 check=False)
         err = result.stderr.decode(errors="replace").strip()
         if result.returncode == SSH_ERROR:
@@ -85,8 +83,6 @@ class Remote:
         if result.returncode != 0:
             raise BackupError(err.replace("streamcloud-backup-receive: ", "backup host: ")
                               or f"backup host: {command.split()[0]} failed with exit code {result.returncode}")
-        if stdout is not subprocess.PIPE:
-            return None
         try:
             return json.loads(result.stdout.decode())
         except ValueError as exc:

@@ -137,7 +137,7 @@ def test_cli_and_modules_call_the_same_functions(config, monkeypatch):
     """One code path: the modules import these functions, and the CLI calls them."""
     from ansible_collections.streamcloud.platform.plugins.modules import backup_archive as archive_module
     from ansible_collections.streamcloud.platform.plugins.modules import backup_rotate as rotate_module
-    from ansible_collections.streamcloud.platform.plugins.modules import scp_transfer as transfer_module
+    from ansible_collections.streamcloud.platform.plugins.modules import backup_transfer as transfer_module
 
     assert archive_module.create_archive is backup_archive.create_archive
     assert transfer_module.ship is backup_transfer.ship

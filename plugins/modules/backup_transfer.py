@@ -6,28 +6,35 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 ---
-module: scp_transfer
-short_description: Ship archives to the backup host over SSH, verified there before the local copy goes
+module: backup_transfer
+short_description: Ship archives to the backup host's receiver over SSH, verified there before the local copy goes
 version_added: "0.1.0"
 description:
-  - Sends every finished archive of an outbox (or one archive) to the central backup host over SSH with a
-    dedicated key. The far side stores it under a temporary name, hashes what it stored, and publishes it only
-    when the SHA-256 matches the one recorded when the archive was made.
+  - Sends every finished archive of an outbox (or one archive) to the central backup host. On the wire, for each
+    archive not yet shipped (oldest first), one SSH session made by the OpenSSH client (C(ssh -T), O(identity_file)
+    only, C(BatchMode=yes), O(known_hosts_file) with O(strict_host_key_checking)) runs the remote command
+    C(put NAME SIZE SHA256 [SIG]) and sends the archive's bytes on that session's standard input. SIG is the
+    source's signature of an encrypted C(.age) archive, one base64 word. Neither the scp nor the sftp protocol is
+    used; the backup host refuses both.
+  - The far side is the receiver the backup role installs as the receiving account's forced command. It reads
+    exactly SIZE bytes into a temporary file, hashes what it stored and publishes it (a hard link, never over an
+    existing name) only when the SHA-256 matches the one recorded when the archive was made, then answers one
+    JSON line. An archive it already holds with the same SHA-256 is answered C(already) and not stored again.
   - Only then is the archive marked as shipped; shipped archives beyond the newest O(keep_local) are deleted.
     An archive that was not verified on the far side is never deleted and is shipped on the next run, so a run
     while the backup host was unreachable is resumed by the next one.
-  - The far side is the receiver installed by the backup role as the receiving account's login shell (no
-    shell, no access to other hosts' archives); see the role's README for why this is SSH rather than the scp
-    protocol.
+  - Called C(scp_transfer) before; that name still works (a redirect in C(meta/runtime.yml)).
 author: streamcloud platform engineers (@streamcloud)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details: Lists what would be sent and deleted; makes no connection.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
+  platform:
+    platforms: posix
 options:
   path:
     description: The outbox directory (every unshipped archive is sent, oldest first) or one archive in it.
@@ -69,7 +76,7 @@ options:
 
 EXAMPLES = r"""
 - name: Ship the outbox, keep the last local copy
-  streamcloud.platform.scp_transfer:
+  streamcloud.platform.backup_transfer:
     path: /var/backups/streamcloud/outbox
     host: backup.internal
     user: bk-web1
