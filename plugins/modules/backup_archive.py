@@ -12,8 +12,8 @@ version_added: "0.1.0"
 description:
   - Runs the database dump command first (when set), then writes one GNU tar archive (POSIX format, with
     extended attributes, ACLs, sparse files, FIFOs and device nodes) of O(paths) and the dumps,
-    compressed with gzip (default), pigz or zstd, into O(dest). Every compressor uses every core unless
-    O(threads) says otherwise.
+    compressed with gzip (default; written by pigz on more than one thread), pigz or zstd, into O(dest). Every
+    compressor uses every core unless O(threads) says otherwise.
   - The archive holds a manifest with the SHA-256 of every file. It is written to C(<name>.part), tested by the
     compressor's own integrity test, hashed again from disk, and only then renamed to its final name with a
     C(<name>.sha256) sidecar. A failed step leaves no archive behind.
@@ -53,13 +53,9 @@ options:
     type: int
   threads:
     description:
-      - Cores the compressor may use. Unset or C(0) means every core this process may run on (at most 8 for
-        C(gzip)).
-      - C(gzip) is single-threaded, so with more than one core the stream is cut into segments of 4 MiB, each
-        compressed by its own C(gzip) process, and the outputs are joined in order. A gzip file may hold
-        several members (RFC 1952), so the result is an ordinary C(.tar.gz) that C(gzip -d) and C(tar xzf)
-        read as one stream. Each worker holds about 25 MiB of memory. C(1) gives a single gzip member.
-      - C(pigz -p) and C(zstd -T) take the number directly.
+      - Threads the compressor may use. Unset or C(0) means every core (at most 16).
+      - With C(gzip), more than one thread runs C(pigz -p THREADS), the parallel gzip, which writes the same
+        C(.tar.gz) format; C(1) runs C(gzip). C(pigz) is pigz with C(-p) whatever the number; C(zstd) gets C(-T).
       - At most 16; a larger number fails before anything is written.
     type: int
   excludes:

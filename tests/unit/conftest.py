@@ -125,10 +125,11 @@ def gzip_members():
 
 @pytest.fixture
 def failing_gzip(tmp_path):
-    """A program named gzip (in its own directory) that reads its input, reports a full disk and exits 3."""
+    """Programs named gzip and pigz (in their own directory) that read their input, report a full disk and exit 3."""
     bindir = tmp_path / "failing-bin"
     bindir.mkdir()
-    program = bindir / "gzip"
-    program.write_text("#!/bin/sh\ncat >/dev/null\necho 'gzip: No space left on device' >&2\nexit 3\n")
-    program.chmod(0o755)
-    return program
+    for name in ("gzip", "pigz"):
+        program = bindir / name
+        program.write_text("#!/bin/sh\ncat >/dev/null\necho 'gzip: No space left on device' >&2\nexit 3\n")
+        program.chmod(0o755)
+    return bindir / "gzip"

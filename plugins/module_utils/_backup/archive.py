@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import fnmatch
-import hashlib
 import json
 import os
 import stat
@@ -31,17 +30,16 @@ import tarfile
 import tempfile
 import threading
 
-from ansible_collections.streamcloud.platform.plugins.module_utils._backup.compress import (
-    DEFAULT_MAX_WORKERS,
-    Segmented,
-    Single,
-    usable_cores,
-)
 from ansible_collections.streamcloud.platform.plugins.module_utils._backup.compressors import compressor_argv
 from ansible_collections.streamcloud.platform.plugins.module_utils._backup.crypt import SUFFIX, check_recipients, seal
 from ansible_collections.streamcloud.platform.plugins.module_utils._backup.dumps import check_dump_dir, run_dumps
 from ansible_collections.streamcloud.platform.plugins.module_utils._backup.errors import BackupError
-from ansible_collections.streamcloud.platform.plugins.module_utils._backup.files import CHUNK, fsync_dir, sha256_file
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.files import (
+    CHUNK,
+    copy_hashed,
+    fsync_dir,
+    sha256_file,
+)
 from ansible_collections.streamcloud.platform.plugins.module_utils._backup.manifest import (
     MANIFEST_NAME,
     from_member,
@@ -279,11 +277,11 @@ def create_archive(paths, dest, source, compression="gzip", compression_level=No
     }
     if recipients:
         plain = os.path.join(dest, "." + name[:-len(SUFFIX)])
-        _stream_to_disk(plain, entries, manifest, compression, compress, test, threads)
+        _stream_to_disk(plain, entries, manifest, compress, test)
         sealed = seal(plain, final, recipients, sign_key)
         result.update(sha256=sealed["sha256"], size=sealed["size"], encrypted=True)
     else:
-        result.update(_stream_to_disk(final, entries, manifest, compression, compress, test, threads))
+        result.update(_stream_to_disk(final, entries, manifest, compress, test))
     result.update(files=sum(1 for e in manifest["files"].values() if e["type"] == "file"),
                   entries=len(manifest["files"]), skipped=manifest["skipped"], warnings=manifest["warnings"])
     return result
@@ -331,19 +329,9 @@ def _refuse_empty(entries, paths, allow_empty):
                           "left out; fix paths/excludes (or allow an empty archive)")
 
 
-def start_compressor(compression, compress, threads, stderr):
-    """The compressor for one archive: gzip on every core as segments, others as one process."""
-    workers = threads or min(usable_cores(), DEFAULT_MAX_WORKERS)
-    if compression == "gzip" and workers > 1:
-        return Segmented(compress, workers)
-    return Single(compress, stderr)
-
-
-def _stream_to_disk(final, entries, manifest, compression, compress, test, threads):
+def _stream_to_disk(final, entries, manifest, compress, test):
     part = final + ".part"
     errors = []
-    digest = hashlib.sha256()
-    size = 0
     with tempfile.TemporaryFile() as comp_err, tempfile.TemporaryFile() as test_err, \
             tempfile.TemporaryFile() as tar_err:
         try:
@@ -356,7 +344,7 @@ def _stream_to_disk(final, entries, manifest, compression, compress, test, threa
             raise BackupError(f"cannot write {part}: {exc}") from exc
         comp = tester = tar_proc = None
         try:
-            comp = start_compressor(compression, compress, threads, comp_err)
+            comp = subprocess.Popen(compress, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=comp_err)  # noqa: S603 - argv list, no shell
             tester = subprocess.Popen(test, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=test_err)  # noqa: S603 - argv list, no shell
             tar_proc = subprocess.Popen(TAR_CREATE, stdin=subprocess.PIPE, stdout=subprocess.PIPE,  # noqa: S603 - argv list, no shell
                                         stderr=tar_err, env=dict(os.environ, LC_ALL="C.UTF-8"))
@@ -365,24 +353,14 @@ def _stream_to_disk(final, entries, manifest, compression, compress, test, threa
             writer = threading.Thread(target=_pump_with_warnings,
                                       args=(tar_proc, comp.stdin, manifest, errors, tar_err), daemon=True)
             writer.start()
-            feeding = True
-            while True:
-                block = comp.read(CHUNK)
-                if not block:
-                    break
-                out.write(block)
-                digest.update(block)
-                size += len(block)
-                if feeding:
-                    try:
-                        tester.stdin.write(block)
-                    except BrokenPipeError:
-                        feeding = False
+            sha256, size = copy_hashed(comp.stdout, out, _Feed(tester.stdin))
             writer.join()
             feeder.join()
             with contextlib.suppress(BrokenPipeError):
                 tester.stdin.close()
-            (comp_rc, comp_message), test_rc = comp.finish(), tester.wait()
+            comp_rc, test_rc = comp.wait(), tester.wait()
+            comp_err.seek(0)
+            comp_message = comp_err.read().decode(errors="replace").strip()
             out.flush()
             os.fsync(out.fileno())
             out.close()
@@ -396,7 +374,7 @@ def _stream_to_disk(final, entries, manifest, compression, compress, test, threa
                 raise BackupError(f"reading the files to archive failed: {errors[0]} "
                                   f"{'; '.join(manifest['warnings'][-5:])}".strip())
             on_disk = sha256_file(part)
-            if on_disk != digest.hexdigest():
+            if on_disk != sha256:
                 raise BackupError(f"{part}: the file on disk does not match the stream that passed the integrity "
                                   "test (disk or file system error); the archive was discarded")
             os.replace(part, final)
@@ -410,7 +388,21 @@ def _stream_to_disk(final, entries, manifest, compression, compress, test, threa
             raise
         finally:
             os.close(held)
-    return {"sha256": digest.hexdigest(), "size": size}
+    return {"sha256": sha256, "size": size}
+
+
+class _Feed:
+    """Each block to the compressor's integrity test, until it stops reading (its exit code then says why)."""
+
+    def __init__(self, stdin):
+        self.stdin = stdin
+
+    def __call__(self, block):
+        if self.stdin is not None:
+            try:
+                self.stdin.write(block)
+            except BrokenPipeError:
+                self.stdin = None
 
 
 def _feed_names(stdin, entries):
@@ -435,14 +427,10 @@ def _pump_with_warnings(tar_proc, sink, manifest, errors, tar_err):
 
 
 def _discard(part, out, comp, tester, tar_proc=None):
-    if tar_proc is not None and tar_proc.poll() is None:
-        tar_proc.kill()
-        tar_proc.wait()
-    if comp is not None:
-        comp.kill()
-    if tester is not None and tester.poll() is None:
-        tester.kill()
-        tester.wait()
+    for proc in (tar_proc, comp, tester):
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
     if not out.closed:
         out.close()
     with contextlib.suppress(FileNotFoundError):

@@ -1,9 +1,15 @@
 # Copyright: streamcloud platform engineers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""What each compression choice means: the archive's extension and the programs that compress, test and read it."""
+"""What each compression choice means: the archive's extension and the programs that compress, test and read it.
+
+``gzip`` is the .tar.gz format. On more than one thread (``threads`` 0, every core, or 2 and more) it is written by
+pigz, the parallel gzip (``-p threads``; Debian's package, which the role installs); on one thread by gzip. Either
+way it is one ordinary gzip stream that ``gzip -d`` and ``tar xzf`` read. ``pigz`` is pigz whatever the threads.
+"""
 
 from __future__ import annotations
 
+import os
 import shutil
 
 from ansible_collections.streamcloud.platform.plugins.module_utils._backup.errors import BackupError
@@ -15,8 +21,8 @@ COMPRESSORS = {
     "zstd": ("zst", ["zstd", "-q", "-c"], ["zstd", "-q", "-t"], ["zstd", "-q", "-dc"]),
 }
 LEVELS = {"gzip": (1, 9), "pigz": (1, 9), "zstd": (1, 19)}
-# Compression threads: each gzip segment worker holds about 25 MiB (64 threads measured 407 MB RSS);
-# more than 16 does not speed up a backup host's disks and network either.
+# More compression threads than this do not speed up a backup host's disks and network, and cost memory
+# (issue 11: 64 threads were measured at 407 MB RSS).
 MAX_THREADS = 16
 
 
@@ -43,8 +49,10 @@ def compressor_argv(compression: str, level, threads=None) -> tuple:
                                 or not 0 <= threads <= MAX_THREADS):
         raise BackupError(f"threads {threads!r} must be 0 (every core, at most {MAX_THREADS}) or a number of threads "
                           f"from 1 to {MAX_THREADS} (variable backup_compression_threads)")
-    if compression == "pigz" and threads:
-        compress += ["-p", str(threads)]
+    if compression == "gzip" and threads != 1:
+        compress[0] = "pigz"
+    if compress[0] == "pigz":
+        compress += ["-p", str(threads or min(os.cpu_count() or 1, MAX_THREADS))]
     if compression == "zstd":
         compress.append(f"-T{threads or 0}")
     for program in sorted({compress[0], test[0]}):

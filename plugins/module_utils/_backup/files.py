@@ -15,6 +15,20 @@ def sha256_file(path: str) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
+def copy_hashed(source, out, tee=None) -> tuple:
+    """Copies ``source`` to ``out`` to its end, block by block (``tee`` gets each block too); returns
+    the SHA-256 and the size of what was copied."""
+    digest = hashlib.sha256()
+    size = 0
+    while block := source.read(CHUNK):
+        out.write(block)
+        digest.update(block)
+        size += len(block)
+        if tee is not None:
+            tee(block)
+    return digest.hexdigest(), size
+
+
 def fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
