@@ -53,12 +53,13 @@ options:
     type: str
     required: true
   identity_file:
-    description: Private key of the dedicated backup key pair.
+    description: Private key of the dedicated backup key pair (where the backup role makes it).
     type: path
-    required: true
+    default: /etc/streamcloud-backup/id_ed25519
   known_hosts_file:
-    description: known_hosts file holding the backup host's key.
+    description: known_hosts file holding the backup host's key (where the backup role writes it).
     type: path
+    default: /etc/streamcloud-backup/known_hosts
   strict_host_key_checking:
     description: SSH StrictHostKeyChecking.
     type: str
@@ -119,34 +120,17 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.streamcloud.platform.plugins.module_utils._backup.errors import BackupError
-from ansible_collections.streamcloud.platform.plugins.module_utils._backup.transfer import Remote, ship
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.options import TRANSFER
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.transfer import transfer
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec={
-            "path": {"type": "path", "required": True},
-            "host": {"type": "str", "required": True},
-            "port": {"type": "int", "default": 22},
-            "user": {"type": "str", "required": True},
-            "identity_file": {"type": "path", "required": True},
-            "known_hosts_file": {"type": "path"},
-            "strict_host_key_checking": {"type": "str", "choices": ["yes", "accept-new", "no"], "default": "yes"},
-            "connect_timeout": {"type": "int", "default": 10},
-            "keep_local": {"type": "int", "default": 0},
-        },
-        supports_check_mode=True,
-    )
-    p = module.params
-    outbox, only = p["path"], None
+    module = AnsibleModule(argument_spec=TRANSFER, supports_check_mode=True)
+    outbox, only = module.params["path"], None
     if os.path.isfile(outbox):
         outbox, only = os.path.dirname(outbox), os.path.basename(outbox)
     try:
-        remote = Remote(host=p["host"], user=p["user"], identity_file=p["identity_file"], port=p["port"],
-                        known_hosts_file=p["known_hosts_file"],
-                        strict_host_key_checking=p["strict_host_key_checking"],
-                        connect_timeout=p["connect_timeout"])
-        result = ship(outbox, remote, keep_local=p["keep_local"], check_mode=module.check_mode, only=only)
+        result = transfer(module.params, outbox, only=only, check_mode=module.check_mode)
     except BackupError as exc:
         module.fail_json(msg=str(exc))
     if result["failed"]:

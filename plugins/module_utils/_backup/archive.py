@@ -32,7 +32,11 @@ import threading
 
 from ansible_collections.streamcloud.platform.plugins.module_utils._backup.compressors import compressor_argv
 from ansible_collections.streamcloud.platform.plugins.module_utils._backup.crypt import SUFFIX, check_recipients, seal
-from ansible_collections.streamcloud.platform.plugins.module_utils._backup.dumps import check_dump_dir, run_dumps
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.dumps import (
+    check_dump_dir,
+    resolve_dump_command,
+    run_dumps,
+)
 from ansible_collections.streamcloud.platform.plugins.module_utils._backup.errors import BackupError
 from ansible_collections.streamcloud.platform.plugins.module_utils._backup.files import (
     CHUNK,
@@ -216,6 +220,18 @@ def _pump(tar_proc, sink, manifest, errors):
             sink.close()
         except OSError as exc:
             errors.append(exc)
+
+
+def archive(options, check_mode=False):
+    """create_archive() with the options as the module and the cron configuration name them (options.ARCHIVE)."""
+    return create_archive(
+        paths=options["paths"], dest=options["outbox"], source=options["source"], compression=options["compression"],
+        compression_level=options["compression_level"], threads=options["compression_threads"],
+        excludes=options["excludes"], db_dump_command=resolve_dump_command(options["db_dump_command"],
+                                                                         options["db_hooks_file"]),
+        dump_dir=options["dump_dir"], check_mode=check_mode, allow_empty=options["allow_empty"],
+        recipients=options["recipients"], sign_key=options["sign_key"],
+    )
 
 
 def create_archive(paths, dest, source, compression="gzip", compression_level=None, threads=None,

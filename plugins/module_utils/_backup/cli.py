@@ -26,7 +26,7 @@ import time
 
 from ansible_collections.streamcloud.platform.plugins.module_utils._backup import (
     archive,
-    dumps,
+    options,
     restore,
     rotate,
     transfer,
@@ -35,34 +35,8 @@ from ansible_collections.streamcloud.platform.plugins.module_utils._backup.error
 from ansible_collections.streamcloud.platform.plugins.module_utils._backup.files import atomic_write_text
 from ansible_collections.streamcloud.platform.plugins.module_utils._backup.names import check_source, utcnow
 
-DEFAULTS = {
-    "source": None,
-    "allow_empty": False,
-    "hooks_file": "/etc/streamcloud/database-hooks.json",
-    "paths": [],
-    "excludes": [],
-    "outbox": "/var/backups/streamcloud/outbox",
-    "compression": "gzip",
-    "compression_level": None,
-    "threads": None,
-    "db_dump_command": "auto",
-    "dump_dir": "/var/backups/streamcloud/db",
-    "backup_host": None,
-    "backup_port": 22,
-    "backup_user": None,
-    "identity_file": "/etc/streamcloud-backup/id_ed25519",
-    "known_hosts_file": "/etc/streamcloud-backup/known_hosts",
-    "strict_host_key_checking": "yes",
-    "connect_timeout": 10,
-    "keep_local": 0,
-    "status_file": "/var/lib/streamcloud-backup/status.json",
-    "log_file": "/var/log/streamcloud-backup.log",
-    "lock_file": "/run/lock/streamcloud-backup.lock",
-    "lock_wait": 0,
-    "splay": 0,
-    "recipients": None,
-    "sign_key": None,
-}
+# Every setting of config.json and its default: the modules' options (options.py) and the run's own.
+DEFAULTS = options.config_defaults()
 
 
 def load_config(path):
@@ -75,7 +49,7 @@ def load_config(path):
     if unknown:
         raise BackupError(f"{path}: unknown setting(s) {', '.join(unknown)}")
     config = dict(DEFAULTS, **data)
-    for key in ("backup_host", "backup_user"):
+    for key in ("outbox", "host", "user"):
         if not config[key]:
             raise BackupError(f"{path}: {key} is not set")
     if not config["source"]:
@@ -98,26 +72,6 @@ def acquire_lock(path, wait):
             time.sleep(1)
 
 
-def archive_step(config):
-    dump = dumps.resolve_dump_command(config["db_dump_command"], config["hooks_file"])
-    return archive.create_archive(
-        paths=config["paths"], dest=config["outbox"], source=config["source"],
-        compression=config["compression"], compression_level=config["compression_level"],
-        threads=config["threads"], excludes=config["excludes"], db_dump_command=dump,
-        dump_dir=config["dump_dir"], allow_empty=config["allow_empty"],
-        recipients=config["recipients"], sign_key=config["sign_key"],
-    )
-
-
-def ship_step(config):
-    remote = transfer.Remote(
-        host=config["backup_host"], user=config["backup_user"], identity_file=config["identity_file"],
-        port=config["backup_port"], known_hosts_file=config["known_hosts_file"],
-        strict_host_key_checking=config["strict_host_key_checking"], connect_timeout=config["connect_timeout"],
-    )
-    return transfer.ship(config["outbox"], remote, keep_local=config["keep_local"])
-
-
 def run(config, out=sys.stdout, cron=False):
     started = utcnow()
     status = {"event": "streamcloud-backup", "source": config["source"], "started": started.isoformat()}
@@ -130,11 +84,11 @@ def run(config, out=sys.stdout, cron=False):
         return 0
     code = 0
     try:
-        made = archive_step(config)
+        made = archive.archive(config)
         status.update(archive=made["name"], sha256=made["sha256"], size=made["size"], files=made["files"],
                       databases=made["databases"], skipped=made["skipped"], warnings=made["warnings"],
                       removed_leftovers=made.get("removed_leftovers", []))
-        shipped = ship_step(config)
+        shipped = transfer.transfer(config, config["outbox"])
         status.update(transferred=[t["name"] for t in shipped["transferred"]], pending=shipped["pending"],
                       deleted_local=shipped["deleted_local"], kept_local=shipped["kept_local"])
         if shipped["failed"]:

@@ -124,6 +124,15 @@ def ship_one(remote, path):
     return {"name": name, "sha256": sha256, "size": done.get("size"), "already": done.get("already", False)}
 
 
+def transfer(options, outbox, only=None, check_mode=False):
+    """ship() with the options as the module and the cron configuration name them (options.TRANSFER)."""
+    remote = Remote(host=options["host"], user=options["user"], identity_file=options["identity_file"],
+                    port=options["port"], known_hosts_file=options["known_hosts_file"],
+                    strict_host_key_checking=options["strict_host_key_checking"],
+                    connect_timeout=options["connect_timeout"])
+    return ship(outbox, remote, keep_local=options["keep_local"], check_mode=check_mode, only=only)
+
+
 def ship(outbox, remote, keep_local=0, check_mode=False, only=None):
     """Ships every unshipped archive (or only ``only``), then applies ``keep_local``."""
     if not isinstance(keep_local, int) or isinstance(keep_local, bool) or keep_local < 0:

@@ -27,7 +27,7 @@ def config(tree, tmp_path, ssh_on_path):
     key.write_text("unused\n")
     data = {
         "source": "web1", "paths": [str(tree)], "excludes": ["*.tmp"], "outbox": str(tmp_path / "outbox"),
-        "db_dump_command": "none", "backup_host": "backup", "backup_user": "bk-web1", "identity_file": str(key),
+        "db_dump_command": "none", "host": "backup", "user": "bk-web1", "identity_file": str(key),
         "known_hosts_file": str(tmp_path / "known_hosts"), "status_file": str(tmp_path / "state" / "status.json"),
         "log_file": str(tmp_path / "log" / "backup.log"), "lock_file": str(tmp_path / "lock"),
     }
@@ -82,8 +82,8 @@ def test_second_run_while_locked_exits_cleanly(config):
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    ({"backup_host": None}, "backup_host is not set"),
-    ({"backup_user": ""}, "backup_user is not set"),
+    ({"host": None}, "host is not set"),
+    ({"user": ""}, "user is not set"),
     ({"colour": "blue"}, "unknown setting"),
 ])
 def test_bad_configuration(config, change, message):
@@ -97,7 +97,7 @@ def test_bad_configuration(config, change, message):
 def test_threads_above_the_bound_fail_clearly_and_write_nothing(config, capsys):
     """Finding 6: threads had no upper bound (64 threads: 407 MB RSS)."""
     path, data, far = config
-    data["threads"] = 64
+    data["compression_threads"] = 64
     path.write_text(json.dumps(data))
     out = io.StringIO()
     assert backup_cli.main(["run", "--config", str(path)], out=out) == 1
@@ -134,16 +134,17 @@ def test_unreadable_configuration(tmp_path, capsys):
 
 
 def test_cli_and_modules_call_the_same_functions(config, monkeypatch):
-    """One code path: the modules import these functions, and the CLI calls them."""
+    """One code path: the modules call these functions with their parameters, and so does the CLI with its
+    configuration, named alike (options.py)."""
     from ansible_collections.streamcloud.platform.plugins.modules import backup_archive as archive_module
     from ansible_collections.streamcloud.platform.plugins.modules import backup_rotate as rotate_module
     from ansible_collections.streamcloud.platform.plugins.modules import backup_transfer as transfer_module
 
-    assert archive_module.create_archive is backup_archive.create_archive
-    assert transfer_module.ship is backup_transfer.ship
+    assert archive_module.archive is backup_archive.archive
+    assert transfer_module.transfer is backup_transfer.transfer
     assert rotate_module.rotate is backup_cli.rotate.rotate
     calls = []
-    for owner, name in ((backup_archive, "create_archive"), (backup_transfer, "ship")):
+    for owner, name in ((backup_archive, "archive"), (backup_transfer, "transfer")):
         real = getattr(owner, name)
 
         def spy(*args, _real=real, _name=name, **kwargs):
@@ -153,7 +154,7 @@ def test_cli_and_modules_call_the_same_functions(config, monkeypatch):
         monkeypatch.setattr(owner, name, spy)
     path = config[0]
     assert backup_cli.main(["run", "--config", str(path)], out=io.StringIO()) == 0
-    assert calls == ["create_archive", "ship"]
+    assert calls == ["archive", "transfer"]
 
 
 # --- issue 10, defect 7: names, empty archives, the outbox behind a link, the splay ---------------
