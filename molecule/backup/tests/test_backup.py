@@ -104,8 +104,9 @@ def known_state():
     ("/bin/sh -i", "'/bin/sh' is not allowed"),
     ("scp -t /tmp", "'scp' is not allowed"),
     ("cat /etc/passwd", "'cat' is not allowed"),
-    ("verify ../backup-db/x.tar.gz", "is not an archive name"),
+    ("put ../backup-db/x.tar.gz 3 " + "0" * 64, "is not an archive name"),
     # Removed (issue 11): only tests reached them; a client key stores archives and nothing else.
+    ("verify x.tar.gz", "'verify' is not allowed"),
     ("get x.tar.gz", "'get' is not allowed"),
     ("list", "'list' is not allowed"),
 ])
@@ -129,8 +130,8 @@ def test_receiving_account_gets_no_tty_sftp_or_forwarding():
 def test_a_client_cannot_read_another_hosts_archives(known_state):
     assert backup(DB)[0] == 0
     db_archive = published(DB)[-1]
-    result = sh(WEB, f"{CLIENT_SSH} bk-{WEB}@{SERVER} 'verify {db_archive}'")
-    assert result.returncode == 2 and "is not on the backup host" in result.stderr
+    result = sh(WEB, f"{CLIENT_SSH} bk-{WEB}@{SERVER} 'put {db_archive} 3 {'0' * 64}'")
+    assert result.returncode == 2 and f"receives the archives of {WEB} only" in result.stderr
     # Even a shell as that account could not: the directories are 0700 per account.
     denied = sh(SERVER, f"runuser -u bk-{WEB} -- ls {ROOT}/{DB}")
     assert denied.returncode != 0 and "Permission denied" in denied.stderr

@@ -5,6 +5,8 @@
   streamcloud-backup run [--config FILE] [--cron]  dumps, archive, ship, status file, one JSON log line
   streamcloud-backup rotate --path DIR ...         retention on the backup host
   streamcloud-backup choose --path DIR --source S  the archive a restore takes (backup host, read-only)
+  streamcloud-backup scrub --path DIR [--status-file F]  re-hash every stored archive, quarantine a bad one
+                                                  (backup host; exit 3 when one was bad)
   streamcloud-backup restore --archive F ...       verify and restore one archive
 
 The random delay (``splay``) applies only with ``--cron`` (the cron entry), never to a manual run.
@@ -29,12 +31,15 @@ from ansible_collections.streamcloud.platform.plugins.module_utils._backup impor
     options,
     restore,
     rotate,
+    scrub,
     transfer,
 )
 from ansible_collections.streamcloud.platform.plugins.module_utils._backup.errors import BackupError
 from ansible_collections.streamcloud.platform.plugins.module_utils._backup.files import atomic_write_text
 from ansible_collections.streamcloud.platform.plugins.module_utils._backup.names import check_source, utcnow
 
+# The scrub found a corrupted archive (the receiver's code for a checksum mismatch).
+EXIT_BAD = 3
 # Every setting of config.json and its default: the modules' options (options.py) and the run's own.
 DEFAULTS = options.config_defaults()
 
@@ -154,6 +159,9 @@ def parser():
     cho.add_argument("--archive", default="latest", help="latest, a day (YYYY-MM-DD) or an archive file name")
     cho.add_argument("--max-future-skew", type=int, default=3600,
                      help="seconds a name may be after its receive time before it is skipped")
+    scr = sub.add_parser("scrub", help="re-hash every stored archive of every source; quarantine a mismatch")
+    scr.add_argument("--path", required=True, help="the root of the archives on the backup host")
+    scr.add_argument("--status-file", default=scrub.STATUS_FILE, help="where the outcome is written (JSON)")
     res = sub.add_parser("restore", help="verify and restore one archive")
     res.add_argument("--archive", required=True)
     res.add_argument("--sha256")
@@ -178,6 +186,10 @@ def main(argv=None, out=sys.stdout):
             result = rotate.rotate(args.path, policy, recurse=args.recurse,
                                           verify=not args.no_verify, check_mode=args.check,
                                           max_future_skew=args.max_future_skew)
+        elif args.command == "scrub":
+            result = scrub.scrub(args.path)
+            os.makedirs(os.path.dirname(os.path.abspath(args.status_file)), exist_ok=True)
+            atomic_write_text(args.status_file, json.dumps(result, sort_keys=True, indent=1) + "\n")
         elif args.command == "choose":
             result = rotate.choose(args.path, args.source, args.archive,
                                           max_future_skew=args.max_future_skew)
@@ -193,4 +205,4 @@ def main(argv=None, out=sys.stdout):
     # ensure_ascii: every report line is ASCII, whatever the file names (printable() already made
     # undecodable bytes readable).
     out.write(json.dumps(result, sort_keys=True, ensure_ascii=True) + "\n")
-    return 0
+    return EXIT_BAD if result.get("bad") else 0

@@ -3,15 +3,13 @@
 """The receiving side on the backup host: the login shell of each source host's account.
 
 sshd runs ``<shell> -c "<command>"``; the shell is this receiver, so the account has no shell at
-all. It serves only its own directory (the account's home, named after the source host) and only these
-commands:
+all. It serves only its own directory (the account's home, named after the source host) and only this
+command:
 
   put NAME SIZE SHA [SIG]  read exactly SIZE bytes from stdin into .incoming/NAME.part, hash what was
                     stored on disk and, if it matches SHA, publish it as NAME with its sidecars (a hard
                     link, never over an existing name); if not, delete it. SIG is the source's signature
                     (base64), stored as NAME.sig: required for a NAME.age
-  verify NAME       hash the published NAME again and compare it with its sidecar; on a mismatch
-                    move it to .quarantine/ and exit 3
 
 Every answer is one JSON line on stdout; every refusal a message on stderr and a non-zero exit.
 
@@ -19,8 +17,8 @@ The backup host decides, as an append-only store does: the account fixes the sou
 named after another source is refused), the receiver records when it received each archive in a
 ``NAME.received`` sidecar that rotation dates it by, refuses a name dated more than
 ``max_future_skew`` seconds after its own clock, and never deletes, replaces or renames a published
-archive on a client's request (only ``verify`` moves one, and only when the backup host's own hash
-no longer matches). A quota per source (``quota_mb``, ``quota_mb_by_source``; 0 is none) is
+archive on a client's request (only the backup host's own scrub and rotation, as root, quarantine
+one whose hash no longer matches). A quota per source (``quota_mb``, ``quota_mb_by_source``; 0 is none) is
 checked against the size ``put`` announces before a byte is written. One upload per name at a
 time: ``.incoming/NAME.lock``; a ``.part`` whose lock nobody holds is what a killed receiver left,
 and the next ``put`` deletes it. Settings come from the root-owned
@@ -57,7 +55,6 @@ from ansible_collections.streamcloud.platform.plugins.module_utils._backup.names
 )
 from ansible_collections.streamcloud.platform.plugins.module_utils._backup.sidecars import (
     SHA256_RE,
-    quarantine,
     read_sidecar,
     sidecars,
     signature_path,
@@ -179,13 +176,6 @@ def _sweep(incoming, busy):
             _unlink(os.path.join(incoming, stem + ".lock"))
 
 
-def _published(base, name):
-    path = os.path.join(base, _name(name))
-    if not os.path.isfile(path):
-        raise Refused(f"{name} is not on the backup host")
-    return path
-
-
 def put(base, name, size, stdin, sha256, settings=None, signature=None):
     settings = _settings(base, settings)
     final = os.path.join(base, _name(name, settings["source"]))
@@ -273,17 +263,6 @@ def _publish(base, name, sha256, part, signature=None):
     return {"name": name, "sha256": sha256, "size": os.path.getsize(final), "already": False}
 
 
-def verify(base, name):
-    path = _published(base, name)
-    recorded = read_sidecar(path)
-    actual = sha256_file(path)
-    if recorded != actual:
-        where = quarantine(path, f"verify: recorded {recorded}, read {actual}")
-        raise Refused(f"{name} is corrupted on the backup host: recorded {recorded}, read {actual}; it was moved to "
-                      f"{where} and fills no retention slot", EXIT_MISMATCH)
-    return {"name": name, "sha256": recorded, "actual": actual, "ok": True}
-
-
 def _unlink(path):
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
@@ -323,10 +302,9 @@ def dispatch(base, words, stdin, settings=None):
     command, args = (words[0], words[1:]) if words else ("", [])
     table = {
         "put": ((3, 4), lambda: put(base, args[0], args[1], stdin, args[2], settings, *args[3:])),
-        "verify": ((1,), lambda: verify(base, args[0])),
     }
     if command not in table:
-        raise Refused(f"{command!r} is not allowed: this account only receives backups (put, verify)")
+        raise Refused(f"{command!r} is not allowed: this account only receives backups (put)")
     counts, call = table[command]
     if len(args) not in counts:
         raise Refused(f"{command} takes {' or '.join(map(str, counts))} argument(s), got {len(args)}")

@@ -11,7 +11,11 @@ import os
 import re
 
 from ansible_collections.streamcloud.platform.plugins.module_utils._backup.errors import BackupError
-from ansible_collections.streamcloud.platform.plugins.module_utils._backup.files import atomic_write_text, fsync_dir
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.files import (
+    atomic_write_text,
+    fsync_dir,
+    sha256_file,
+)
 from ansible_collections.streamcloud.platform.plugins.module_utils._backup.names import STAMP_FORMAT, parse_stamp
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -68,6 +72,16 @@ def read_received(archive: str):
         return None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise BackupError(f"{received_path(archive)}: not a receive record: {exc}") from exc
+
+
+def check_stored(archive: str):
+    """None when the archive's SHA-256 still matches its sidecar, else why not (what rotation and the scrub
+    quarantine an archive for)."""
+    recorded = read_sidecar(archive)
+    if recorded is None:
+        return "no .sha256 sidecar: it cannot be verified"
+    actual = sha256_file(archive)
+    return None if actual == recorded else f"checksum mismatch: recorded {recorded}, read {actual}"
 
 
 def quarantine(archive: str, reason: str) -> str:
