@@ -528,6 +528,7 @@ def test_the_cron_command_line_runs_and_ships():
     ({"backup_server_quota_mb_by_source": {"backup-web": "lots"}}, "backup_server_quota_mb_by_source maps"),
     ({"backup_age_recipients": []}, "backup_age_recipients must list the public keys the archives are encrypted to"),
     ({"backup_age_recipients": ["age1-not-a-key"]}, "got ['age1-not-a-key']"),
+    ({"backup_scrub_status_file": "scrub.json"}, "backup_scrub_status_file (an absolute path, got 'scrub.json')"),
 ])
 def test_bad_input_fails_before_any_change(playbook, molecule_scenario_dir, extra, message):
     before = sh(WEB, "md5sum /etc/streamcloud-backup/config.json", check=True).stdout
