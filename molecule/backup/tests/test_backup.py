@@ -25,6 +25,7 @@ ROOT = "/srv/streamcloud-backup"
 OUTBOX = "/var/backups/streamcloud/outbox"
 CLI = "/usr/local/sbin/streamcloud-backup"
 RESTORE = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "playbooks" / "restore.yml"
+BACKUP_PLAYBOOK = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "playbooks" / "backup.yml"
 # The key pair the archives are encrypted to, made by prepare.yml (the vault's stand-in).
 IDENTITY = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / ".build" / "backup-crypt" / "id_age"
 SIGNERS = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent / "backup_allowed_signers"
@@ -507,6 +508,21 @@ def test_the_cron_command_line_runs_and_ships():
     status = json.loads(sh(WEB, "cat /var/lib/streamcloud-backup/status.json", check=True).stdout)
     assert status["status"] == "ok", status
     assert status["archive"] in published("backup-web")
+
+
+def test_the_run_now_path_backs_up_through_the_modules_with_the_roles_settings(playbook):
+    """playbooks/backup.yml -e backup_run_now=true: the modules, with every setting the cron command has (issue 11:
+    it dropped the thread count and the encryption, so its archives went out in clear, and hard-coded the key)."""
+    before = {source: set(published(source)) for source in (WEB, DB)}
+    time.sleep(1.1)
+    # Rotation runs too: keep everything the later tests use.
+    result = playbook(BACKUP_PLAYBOOK, {"backup_run_now": True, "backup_rotate_keep_last": 1000})
+    assert result.returncode == 0, output(result)[-3000:]
+    for source in (WEB, DB):
+        new = sorted(set(published(source)) - before[source])
+        assert len(new) == 1 and new[0].endswith(".tar.gz.age"), new
+        assert sh(SERVER, f"test -s {ROOT}/{source}/{new[0]}.sig && test -s {ROOT}/{source}/{new[0]}.received"
+                  ).returncode == 0
 
 
 # --- bad input ---------------------------------------------------------------------------------
