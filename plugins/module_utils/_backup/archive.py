@@ -66,7 +66,6 @@ TAR_CREATE = [
 ]
 
 
-
 def _check_abs(kind, value):
     if not isinstance(value, str) or not value.startswith("/"):
         raise BackupError(f"{kind}: {value!r} is not an absolute path")
@@ -224,13 +223,12 @@ def _pump(tar_proc, sink, manifest, errors):
 
 def archive(options, check_mode=False):
     """create_archive() with the options as the module and the cron configuration name them (options.ARCHIVE)."""
+    dump = resolve_dump_command(options["db_dump_command"], options["db_hooks_file"])
     return create_archive(
         paths=options["paths"], dest=options["outbox"], source=options["source"], compression=options["compression"],
         compression_level=options["compression_level"], threads=options["compression_threads"],
-        excludes=options["excludes"], db_dump_command=resolve_dump_command(options["db_dump_command"],
-                                                                         options["db_hooks_file"]),
-        dump_dir=options["dump_dir"], check_mode=check_mode, allow_empty=options["allow_empty"],
-        recipients=options["recipients"], sign_key=options["sign_key"],
+        excludes=options["excludes"], db_dump_command=dump, dump_dir=options["dump_dir"], check_mode=check_mode,
+        allow_empty=options["allow_empty"], recipients=options["recipients"], sign_key=options["sign_key"],
     )
 
 

@@ -183,22 +183,19 @@ def main(argv=None, out=sys.stdout):
             return run(load_config(args.config), out, cron=args.cron)
         if args.command == "rotate":
             policy = {rule: getattr(args, rule) for rule in rotate.RULES}
-            result = rotate.rotate(args.path, policy, recurse=args.recurse,
-                                          verify=not args.no_verify, check_mode=args.check,
-                                          max_future_skew=args.max_future_skew)
+            result = rotate.rotate(args.path, policy, recurse=args.recurse, verify=not args.no_verify,
+                                   check_mode=args.check, max_future_skew=args.max_future_skew)
         elif args.command == "scrub":
             result = scrub.scrub(args.path)
             os.makedirs(os.path.dirname(os.path.abspath(args.status_file)), exist_ok=True)
             atomic_write_text(args.status_file, json.dumps(result, sort_keys=True, indent=1) + "\n")
         elif args.command == "choose":
-            result = rotate.choose(args.path, args.source, args.archive,
-                                          max_future_skew=args.max_future_skew)
+            result = rotate.choose(args.path, args.source, args.archive, max_future_skew=args.max_future_skew)
         else:
             identity = sys.stdin.buffer.read() if args.identity_stdin else None
-            result = restore.restore(args.archive, sha256=args.sha256, target=args.target,
-                                            dry_run=args.dry_run, databases=not args.no_databases,
-                                            files=not args.no_files, paths=args.path, report=args.report,
-                                            identity=identity)
+            result = restore.restore(args.archive, sha256=args.sha256, target=args.target, dry_run=args.dry_run,
+                                     databases=not args.no_databases, files=not args.no_files, paths=args.path,
+                                     report=args.report, identity=identity)
     except BackupError as exc:
         sys.stderr.write(f"streamcloud-backup {args.command}: {exc}\n")
         return 1

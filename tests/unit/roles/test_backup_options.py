@@ -21,12 +21,13 @@ ROLE_VARS = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())
 CONFIG = ROLE_VARS["__backup_config"]
 SPEC = yaml.safe_load((ROLE / "meta" / "argument_specs.yml").read_text())["argument_specs"]["main"]["options"]
 # The role variable each config.json key is written from (the first public backup_* name in its expression).
-ROLE_VARIABLE = {key: m.group(0) for key, value in CONFIG.items() if (m := re.search(r"(?<![_\w])backup_\w+", value))}
+ROLE_VARIABLE = {key: re.search(r"(?<![_\w])backup_\w+", value).group(0) for key, value in CONFIG.items()
+                 if re.search(r"(?<![_\w])backup_\w+", value)}
 
 
 def internal(value):
     """An expression of role-internal variables only (such as the key path), rendered with vars/main.yml."""
-    for _ in range(5):
+    while "{{" in value:
         value = jinja2.Template(value).render(**ROLE_VARS)
     return value
 
