@@ -7,7 +7,7 @@ Data: about 1 GiB of mixed data generated once under /var/tmp/streamcloud-bench-
 (text, logs, already-compressed media as random bytes), never in the repository.
 Target: a private sshd started by this script on 127.0.0.1:2222 (host key, keys and config in a
 temporary directory; stopped at the end). Our pipeline logs in with a key whose forced command is
-the real receiver (put / commit with SHA-256 verification on the far side); the baseline logs in
+the real receiver (put, with SHA-256 verification on the far side); the baseline logs in
 with another key and uses plain scp. Same cipher, same machine, same data, alternating order.
 Rotation: 10,000 archives rotated by our rotate() against a naive `find -mtime +N -delete`.
 Results: printed as a Markdown table, and JSON in benchmarks/results/ (git-ignored).
@@ -35,9 +35,9 @@ REPO = Path(__file__).resolve().parents[2]
 COLLECTIONS = REPO / ".build" / "collections"
 sys.path.insert(0, str(COLLECTIONS))
 
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_archive import create_archive  # noqa: E402
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_rotate import rotate  # noqa: E402
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_transfer import Remote, ship  # noqa: E402
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.archive import create_archive  # noqa: E402
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.rotate import rotate  # noqa: E402
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.transfer import Remote, ship  # noqa: E402
 
 BASE = Path("/var/tmp/streamcloud-bench-backup")
 PORT = 2222
@@ -107,7 +107,7 @@ class LocalSshd:
         wrapper = tmp / "receive.py"
         wrapper.write_text(
             f"import os, sys\nsys.path.insert(0, {str(COLLECTIONS)!r})\n"
-            "from ansible_collections.streamcloud.platform.plugins.module_utils.backup_receiver import main\n"
+            "from ansible_collections.streamcloud.platform.plugins.module_utils._backup.receiver import main\n"
             f"sys.exit(main(['-c', os.environ.get('SSH_ORIGINAL_COMMAND', '')], base={str(receive_dir)!r}))\n")
         (tmp / "authorized_keys").write_text(
             f'restrict,command="{sys.executable} {wrapper}" {(tmp / "receiver.pub").read_text()}'

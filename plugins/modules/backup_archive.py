@@ -12,31 +12,34 @@ version_added: "0.1.0"
 description:
   - Runs the database dump command first (when set), then writes one GNU tar archive (POSIX format, with
     extended attributes, ACLs, sparse files, FIFOs and device nodes) of O(paths) and the dumps,
-    compressed with gzip (default), pigz or zstd, into O(dest). Every compressor uses every core unless
-    O(threads) says otherwise.
+    compressed with gzip (default; written by pigz on more than one thread), pigz or zstd, into O(outbox). Every
+    compressor uses every core unless O(threads) says otherwise.
   - The archive holds a manifest with the SHA-256 of every file. It is written to C(<name>.part), tested by the
     compressor's own integrity test, hashed again from disk, and only then renamed to its final name with a
     C(<name>.sha256) sidecar. A failed step leaves no archive behind.
   - The same code runs from cron as C(/usr/local/sbin/streamcloud-backup run), installed by the backup role.
 author: streamcloud platform engineers (@streamcloud)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details: Reports the archive that would be made and how many files it would hold; writes nothing.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
+  platform:
+    platforms: posix
 options:
   paths:
     description: Absolute paths to archive (directories are walked, symlinks are kept as links).
     type: list
     elements: path
     required: true
-  dest:
+  outbox:
     description: Directory (the outbox) the archive is written to; created with mode 0700 when missing.
     type: path
     required: true
+    aliases: [dest]
   source:
     description: Name of the source host in the archive name C(<source>-<YYYYmmddTHHMMSSZ>.tar.gz).
     type: str
@@ -49,17 +52,15 @@ options:
   compression_level:
     description: Compression level (1-9 for gzip and pigz, 1-19 for zstd); the compressor's default when unset.
     type: int
-  threads:
+  compression_threads:
     description:
-      - Cores the compressor may use. Unset or C(0) means every core this process may run on (at most 8 for
-        C(gzip)).
-      - C(gzip) is single-threaded, so with more than one core the stream is cut into segments of 4 MiB, each
-        compressed by its own C(gzip) process, and the outputs are joined in order. A gzip file may hold
-        several members (RFC 1952), so the result is an ordinary C(.tar.gz) that C(gzip -d) and C(tar xzf)
-        read as one stream. Each worker holds about 25 MiB of memory. C(1) gives a single gzip member.
-      - C(pigz -p) and C(zstd -T) take the number directly.
+      - Threads the compressor may use. Unset or C(0) means every core (at most 16).
+      - With C(gzip), more than one thread runs C(pigz -p THREADS), the parallel gzip, which writes the same
+        C(.tar.gz) format; C(1) runs C(gzip). C(pigz) is pigz with C(-p) whatever the number; C(zstd) gets C(-T).
       - At most 16; a larger number fails before anything is written.
     type: int
+    default: 0
+    aliases: [threads]
   excludes:
     description: Shell patterns matched against the full path and the base name of every entry.
     type: list
@@ -68,20 +69,21 @@ options:
   db_dump_command:
     description:
       - Database dumps made before the archive and included in it.
-      - C(none) (default) makes none; C(auto) calls the dump command a database role published in O(hooks_file)
-        (none when no role published one); anything else is a command line, called with a fresh directory as its
+      - C(auto) (default) calls the dump command a database role published in O(db_hooks_file) (none when no role
+        published one); C(none) makes none; anything else is a command line, called with a fresh directory as its
         last argument, that writes the dumps there and exits 0.
     type: str
-    default: none
-  hooks_file:
+    default: auto
+  db_hooks_file:
     description: Where a database role publishes its dump and restore commands (JSON with C(dump) and C(restore)).
     type: path
     default: /etc/streamcloud/database-hooks.json
+    aliases: [hooks_file]
   dump_dir:
     description:
       - Directory of the latest dump, archived with the paths. Each dump is made in a fresh directory next to it and
         replaces it only once it succeeded.
-      - Refused when it is a symlink, a system directory, overlaps O(dest) or one of O(paths), or holds files no dump
+      - Refused when it is a symlink, a system directory, overlaps O(outbox) or one of O(paths), or holds files no dump
         wrote.
     type: path
     default: /var/backups/streamcloud/db
@@ -108,14 +110,14 @@ EXAMPLES = r"""
   streamcloud.platform.backup_archive:
     paths: [/etc, /srv/media]
     excludes: ["*.tmp", /srv/media/cache]
-    dest: /var/backups/streamcloud/outbox
+    outbox: /var/backups/streamcloud/outbox
     source: "{{ inventory_hostname_short }}"
     db_dump_command: auto
 
 - name: Faster archive with zstd
   streamcloud.platform.backup_archive:
     paths: [/var/log]
-    dest: /var/backups/streamcloud/outbox
+    outbox: /var/backups/streamcloud/outbox
     source: web1
     compression: zstd
     compression_level: 3
@@ -165,39 +167,15 @@ warnings:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_archive import create_archive
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common import BackupError
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_dumps import resolve_dump_command
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.archive import archive
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.errors import BackupError
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.options import ARCHIVE
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec={
-            "paths": {"type": "list", "elements": "path", "required": True},
-            "dest": {"type": "path", "required": True},
-            "source": {"type": "str", "required": True},
-            "compression": {"type": "str", "choices": ["gzip", "pigz", "zstd"], "default": "gzip"},
-            "compression_level": {"type": "int"},
-            "threads": {"type": "int"},
-            "excludes": {"type": "list", "elements": "str", "default": []},
-            "db_dump_command": {"type": "str", "default": "none"},
-            "hooks_file": {"type": "path", "default": "/etc/streamcloud/database-hooks.json"},
-            "dump_dir": {"type": "path", "default": "/var/backups/streamcloud/db"},
-            "allow_empty": {"type": "bool", "default": False},
-            "recipients": {"type": "list", "elements": "str"},
-            "sign_key": {"type": "path"},
-        },
-        supports_check_mode=True,
-    )
-    p = module.params
+    module = AnsibleModule(argument_spec=ARCHIVE, supports_check_mode=True)
     try:
-        result = create_archive(
-            paths=p["paths"], dest=p["dest"], source=p["source"], compression=p["compression"],
-            compression_level=p["compression_level"], threads=p["threads"], excludes=p["excludes"],
-            db_dump_command=resolve_dump_command(p["db_dump_command"], p["hooks_file"]), dump_dir=p["dump_dir"],
-            check_mode=module.check_mode, allow_empty=p["allow_empty"], recipients=p["recipients"],
-            sign_key=p["sign_key"],
-        )
+        result = archive(module.params, check_mode=module.check_mode)
     except BackupError as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(**result)

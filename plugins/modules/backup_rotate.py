@@ -22,14 +22,16 @@ description:
   - Files that are not archives (partial uploads, notes) and symlinks are never touched; O(recurse) does not follow
     symlinks.
 author: streamcloud platform engineers (@streamcloud)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details: Returns what would be kept and deleted; deletes nothing.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
+  platform:
+    platforms: posix
 options:
   path:
     description: Directory holding archives (or, with O(recurse), one subdirectory per source host).
@@ -107,8 +109,8 @@ quarantined:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common import BackupError
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_rotate import RULES, rotate
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.errors import BackupError
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.rotate import RULES, rotate
 
 
 def main():

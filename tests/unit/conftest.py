@@ -47,7 +47,7 @@ if os.environ.get("BACKUP_TEST_DOWN"):
     sys.stderr.write("ssh: connect to host backup port 22: Connection refused\\n")
     sys.exit(255)
 user = sys.argv[-2].split("@")[0]
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_receiver import load_settings, main
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.receiver import load_settings, main
 # BACKUP_TEST_SETTINGS: a receiver.json to read (as the role writes it); else the defaults.
 settings = load_settings(os.environ["BACKUP_TEST_SETTINGS"]) if os.environ.get("BACKUP_TEST_SETTINGS") else {{}}
 base = os.path.join(os.environ["BACKUP_TEST_ROOT"], user.removeprefix("bk-"))
@@ -125,10 +125,11 @@ def gzip_members():
 
 @pytest.fixture
 def failing_gzip(tmp_path):
-    """A program named gzip (in its own directory) that reads its input, reports a full disk and exits 3."""
+    """Programs named gzip and pigz (in their own directory) that read their input, report a full disk and exit 3."""
     bindir = tmp_path / "failing-bin"
     bindir.mkdir()
-    program = bindir / "gzip"
-    program.write_text("#!/bin/sh\ncat >/dev/null\necho 'gzip: No space left on device' >&2\nexit 3\n")
-    program.chmod(0o755)
-    return program
+    for name in ("gzip", "pigz"):
+        program = bindir / name
+        program.write_text("#!/bin/sh\ncat >/dev/null\necho 'gzip: No space left on device' >&2\nexit 3\n")
+        program.chmod(0o755)
+    return bindir / "gzip"

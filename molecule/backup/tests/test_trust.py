@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import time
+from pathlib import Path
 
 import testinfra.utils.ansible_runner
 
@@ -26,6 +27,8 @@ CLI = "/usr/local/sbin/streamcloud-backup"
 CLIENT_SSH = ("ssh -T -o BatchMode=yes -i /etc/streamcloud-backup/id_ed25519 -o IdentitiesOnly=yes "
               "-o UserKnownHostsFile=/etc/streamcloud-backup/known_hosts")
 PAYLOAD = "/var/tmp/payload"
+# The private key the archives are encrypted to (the vault's stand-in, made on the controller by prepare.yml).
+IDENTITY = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / ".build" / "backup-crypt" / "id_age"
 
 
 def sh(container: str, command: str, check: bool = False, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -111,8 +114,10 @@ def test_no_client_command_deletes_or_overwrites_a_stored_archive():
     size, digest = payload()
     attempts = [
         (f"put {genuine} {size} {digest}", "never overwritten"),
-        (f"put {genuine} {size}", "never overwritten"),
-        (f"commit {genuine} {digest}", "never overwritten"),
+        (f"put {genuine} {size}", "put takes 3 or 4 argument(s)"),
+        (f"commit {genuine} {digest}", "'commit' is not allowed"),
+        (f"get {genuine}", "'get' is not allowed"),
+        (f"verify {genuine}", "'verify' is not allowed"),
         (f"put backup-db-20261101T000000Z.tar.gz {size} {digest}", f"receives the archives of {WEB} only"),
         (f"put ../{WEB}/{genuine} {size} {digest}", "is not an archive name"),
         ("rm " + genuine, "'rm' is not allowed"),
@@ -123,29 +128,47 @@ def test_no_client_command_deletes_or_overwrites_a_stored_archive():
         result = receiver(command, PAYLOAD)
         assert result.returncode == 2, (command, result.stderr)
         assert refusal in result.stderr, (command, result.stderr)
-    for command in (f"verify {genuine}", f"stat {genuine}", "list"):
-        assert receiver(command).returncode == 0, command
-    # get writes the archive's bytes: to a file, not through the text capture.
-    assert sh(WEB, f"{CLIENT_SSH} bk-{WEB}@{SERVER} 'get {genuine}' > /var/tmp/got", timeout=60).returncode == 0
-    assert sh(WEB, "sha256sum /var/tmp/got && rm /var/tmp/got", check=True).stdout.split()[0] == before[genuine]
     assert stored() == before
     assert sh(SERVER, "stat -c '%U %a' /etc/streamcloud-backup-receiver.json", check=True).stdout.split() == [
         "root", "644"]
 
 
-def test_verify_of_a_corrupted_archive_exits_non_zero_and_quarantines_it():
+def scrub_as_cron() -> subprocess.CompletedProcess:
+    """The scrub's cron entry on the backup host, run as cron runs it: its own command line, as root."""
+    entries = [line for line in sh(SERVER, "cat /etc/cron.d/streamcloud-backup-scrub", check=True).stdout.splitlines()
+               if line.strip() and not line.startswith("#")]
+    assert len(entries) == 1, entries
+    job = entries[0].split(None, 6)[6]
+    assert job.startswith("nice -n 10 ionice -c2 -n7 /usr/local/sbin/streamcloud-backup scrub "), job
+    return sh(SERVER, f"sh -c '{job}'", timeout=600)
+
+
+def test_the_scrub_quarantines_a_corrupted_archive_and_says_so_without_any_key():
+    """Finding 2 and the scrub: an archive corrupted on the backup host is found by the scheduled scrub (which
+    hashes every archive of every source, the encrypted ones as ciphertext: the backup host has no key), moved to
+    .quarantine/, reported in the status file for monitoring, and fills no retention slot."""
     size, digest = payload()
     name = f"{WEB}-20000102T000000Z.tar.gz"
     assert receiver(f"put {name} {size} {digest}", PAYLOAD).returncode == 0
     sh(SERVER, f"printf 'X' | dd of={HOME}/{name} bs=1 seek=5000 conv=notrunc status=none", check=True)
-    result = receiver(f"verify {name}")
+    sealed = [n for n in stored() if n.endswith(".tar.gz.age")]
+    assert sealed
+    secret = [line for line in IDENTITY.read_text().splitlines() if line and not line.startswith("-----")][1]
+    assert sh(SERVER, f"grep -rqsF '{secret}' /etc /root /srv /var /home /usr/local").returncode == 1
+    result = scrub_as_cron()
     assert result.returncode == 3, result.stderr
-    assert "is corrupted on the backup host" in result.stderr and ".quarantine" in result.stderr
-    assert name not in stored()
+    status = json.loads(sh(SERVER, "cat /var/lib/streamcloud-backup/scrub.json", check=True).stdout)
+    assert status["status"] == "bad" and [b["path"] for b in status["bad"]] == [f"{HOME}/{name}"]
+    assert "checksum mismatch" in status["bad"][0]["reason"]
+    assert status["archives_checked"] > len(sealed) and status["duration_s"] >= 0 and status["time"]
+    assert name not in stored() and all(n in stored() for n in sealed)
     quarantined = sh(SERVER, f"ls {HOME}/.quarantine", check=True).stdout.split()
     assert {name, name + ".sha256", name + ".reason"} <= set(quarantined)
     plan = rotate_check("--keep-last 30")
     assert all(name not in k["path"] for k in plan["kept"])
+    # Scrubbed again: nothing left to report.
+    assert scrub_as_cron().returncode == 0
+    assert json.loads(sh(SERVER, "cat /var/lib/streamcloud-backup/scrub.json", check=True).stdout)["bad"] == []
 
 
 def test_two_uploads_of_one_name_then_a_killed_receiver():
@@ -155,8 +178,8 @@ def test_two_uploads_of_one_name_then_a_killed_receiver():
     name = f"{WEB}-20000103T000000Z.tar.gz"
     size, digest = payload(4_000_000)
     script = (f"rm -f /var/tmp/feed; mkfifo /var/tmp/feed; "
-              "python3 -c \"import sys; sys.path.insert(0, '/usr/local/lib/streamcloud-backup'); "
-              "from ansible_collections.streamcloud.platform.plugins.module_utils.backup_transfer import Remote; "
+              "python3 -c \"import sys; sys.path.insert(0, '/usr/local/sbin/streamcloud-backup'); "
+              "from ansible_collections.streamcloud.platform.plugins.module_utils._backup.transfer import Remote; "
               f"r = Remote('{SERVER}', 'bk-{WEB}', identity_file='/etc/streamcloud-backup/id_ed25519', "
               "known_hosts_file='/etc/streamcloud-backup/known_hosts')\n"
               "try:\n"

@@ -6,8 +6,9 @@ import datetime
 import os
 
 import pytest
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_archive import create_archive
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common import BackupError
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.archive import create_archive
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.dumps import resolve_dump_command
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.errors import BackupError
 
 # backup_dumps is imported inside the tests that need it, so that the tests of defect 3 (through
 # create_archive) also run, and fail, on the code before the fix.
@@ -66,14 +67,14 @@ def test_dump_dir_that_is_a_symlink_is_a_clear_error(tree, tmp_path, hook):
 
 @pytest.mark.parametrize("system", ["/", "/etc", "/var", "/var/lib", "/usr/local", "/var/backups/streamcloud"])
 def test_system_directories_are_refused(system):
-    from ansible_collections.streamcloud.platform.plugins.module_utils import backup_dumps as bd
+    from ansible_collections.streamcloud.platform.plugins.module_utils._backup import dumps as bd
 
     with pytest.raises(BackupError, match="system directory"):
         bd.check_dump_dir(system, "/nonexistent/outbox", [])
 
 
 def test_a_directory_of_other_files_is_refused(tmp_path):
-    from ansible_collections.streamcloud.platform.plugins.module_utils import backup_dumps as bd
+    from ansible_collections.streamcloud.platform.plugins.module_utils._backup import dumps as bd
 
     (tmp_path / "db").mkdir()
     (tmp_path / "db" / "notes.txt").write_text("mine")
@@ -94,7 +95,7 @@ def test_a_failing_dump_keeps_the_previous_dump(tree, tmp_path, hook, failing_ho
 
 
 def test_each_dump_replaces_the_last_one_whole(tree, tmp_path, hook):
-    from ansible_collections.streamcloud.platform.plugins.module_utils import backup_dumps as bd
+    from ansible_collections.streamcloud.platform.plugins.module_utils._backup import dumps as bd
 
     dumps = tmp_path / "db"
     dumps.mkdir()
@@ -104,7 +105,7 @@ def test_each_dump_replaces_the_last_one_whole(tree, tmp_path, hook):
 
 
 def test_restore_dumps_calls_the_published_command(tmp_path):
-    from ansible_collections.streamcloud.platform.plugins.module_utils import backup_dumps as bd
+    from ansible_collections.streamcloud.platform.plugins.module_utils._backup import dumps as bd
 
     seen = tmp_path / "seen"
     command = tmp_path / "restore.sh"
@@ -117,7 +118,15 @@ def test_restore_dumps_calls_the_published_command(tmp_path):
 
 
 def test_restore_without_a_published_command_says_what_to_do(tmp_path):
-    from ansible_collections.streamcloud.platform.plugins.module_utils import backup_dumps as bd
+    from ansible_collections.streamcloud.platform.plugins.module_utils._backup import dumps as bd
 
     with pytest.raises(BackupError, match="apply the postgresql role first"):
         bd.restore_dumps(str(tmp_path), hooks_file=str(tmp_path / "none.json"))
+
+
+@pytest.mark.parametrize(("setting", "expected"), [
+    ("", None), ("none", None), ("  none ", None), ("/usr/bin/dump --all", ["/usr/bin/dump", "--all"]),
+    ("'/opt/my dump' -x", ["/opt/my dump", "-x"]),
+])
+def test_resolve_dump_command(setting, expected):
+    assert resolve_dump_command(setting) == expected

@@ -3,19 +3,13 @@
 """The receiving side on the backup host: the login shell of each source host's account.
 
 sshd runs ``<shell> -c "<command>"``; the shell is this receiver, so the account has no shell at
-all. It serves only its own directory (the account's home, named after the source host) and only these
-commands:
+all. It serves only its own directory (the account's home, named after the source host) and only this
+command:
 
-  put NAME SIZE [SHA [SIG]]  read exactly SIZE bytes from stdin into .incoming/NAME.part; with
-                    SHA, commit it in the same session (one connection per archive); SIG is the
-                    source's signature (base64), stored as NAME.sig: required for a NAME.age
-  commit NAME SHA   hash .incoming/NAME.part from disk; if it matches, publish it as NAME with a
-                    NAME.sha256 sidecar (atomic rename); if not, delete the partial file
-  stat NAME         whether NAME is published, its size and recorded checksum
-  verify NAME       hash the published NAME again and compare it with its sidecar; on a mismatch
-                    move it to .quarantine/ and exit 3
-  list              the published archives
-  get NAME          write the published NAME to stdout (restore)
+  put NAME SIZE SHA [SIG]  read exactly SIZE bytes from stdin into .incoming/NAME.part, hash what was
+                    stored on disk and, if it matches SHA, publish it as NAME with its sidecars (a hard
+                    link, never over an existing name); if not, delete it. SIG is the source's signature
+                    (base64), stored as NAME.sig: required for a NAME.age
 
 Every answer is one JSON line on stdout; every refusal a message on stderr and a non-zero exit.
 
@@ -23,8 +17,8 @@ The backup host decides, as an append-only store does: the account fixes the sou
 named after another source is refused), the receiver records when it received each archive in a
 ``NAME.received`` sidecar that rotation dates it by, refuses a name dated more than
 ``max_future_skew`` seconds after its own clock, and never deletes, replaces or renames a published
-archive on a client's request (only ``verify`` moves one, and only when the backup host's own hash
-no longer matches). A quota per source (``quota_mb``, ``quota_mb_by_source``; 0 is none) is
+archive on a client's request (only the backup host's own scrub and rotation, as root, quarantine
+one whose hash no longer matches). A quota per source (``quota_mb``, ``quota_mb_by_source``; 0 is none) is
 checked against the size ``put`` announces before a byte is written. One upload per name at a
 time: ``.incoming/NAME.lock``; a ``.part`` whose lock nobody holds is what a killed receiver left,
 and the next ``put`` deletes it. Settings come from the root-owned
@@ -37,34 +31,35 @@ import contextlib
 import datetime
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import pwd
-import shutil
 import signal
 import sys
 
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common import (
-    ARCHIVE_RE,
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.crypt import (
+    SUFFIX,
+    unpack_signature,
+)
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.errors import BackupError
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.files import (
     CHUNK,
-    SHA256_RE,
-    BackupError,
     atomic_write_text,
     fsync_dir,
-    parse_archive_name,
-    quarantine,
-    read_sidecar,
     sha256_file,
-    sidecars,
+)
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.names import (
+    ARCHIVE_RE,
+    parse_archive_name,
     utcnow,
+)
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.sidecars import (
+    SHA256_RE,
+    read_sidecar,
+    sidecars,
+    signature_path,
     write_received,
     write_sidecar,
-)
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_crypt import (
-    SUFFIX,
-    signature_path,
-    unpack_signature,
 )
 
 EXIT_REFUSED = 2
@@ -181,45 +176,34 @@ def _sweep(incoming, busy):
             _unlink(os.path.join(incoming, stem + ".lock"))
 
 
-def _published(base, name):
-    path = os.path.join(base, _name(name))
-    if not os.path.isfile(path):
-        raise Refused(f"{name} is not on the backup host")
-    return path
-
-
-def put(base, name, size, stdin, sha256=None, settings=None, signature=None):
+def put(base, name, size, stdin, sha256, settings=None, signature=None):
     settings = _settings(base, settings)
     final = os.path.join(base, _name(name, settings["source"]))
     if not size.isdigit():
         raise Refused(f"put: size {size!r} is not a byte count")
-    if sha256 is not None and not SHA256_RE.match(sha256):
+    if not SHA256_RE.match(sha256):
         raise Refused(f"put: {sha256!r} is not a SHA-256 checksum")
     if signature is not None:
         try:
             signature = unpack_signature(signature)
         except BackupError as exc:
             raise Refused(f"put {name}: {exc}") from exc
-    expected = int(size)
     if os.path.exists(final):
-        if sha256 is not None and read_sidecar(final) == sha256:
+        if read_sidecar(final) == sha256:
             return {"name": name, "sha256": sha256, "size": os.path.getsize(final), "already": True}
         raise Refused(f"{name} is already published; it is never overwritten")
-    if name.endswith(SUFFIX) and (sha256 is None or signature is None):
-        raise Refused(f"put {name}: an encrypted archive is accepted only with its checksum and the source's "
-                      "signature (put NAME SIZE SHA SIG)")
+    if name.endswith(SUFFIX) and signature is None:
+        raise Refused(f"put {name}: an encrypted archive is accepted only with the source's signature "
+                      "(put NAME SIZE SHA SIG)")
     _not_in_future(name, settings["max_future_skew"])
     with _upload_lock(base, name) as part:
-        _within_quota(base, name, expected, settings)
-        received = _receive(base, name, part, expected, stdin)
-        if sha256 is not None:
-            return _publish(base, name, sha256, part, signature)
-    return {"name": name, "size": expected, "sha256": received}
+        _within_quota(base, name, int(size), settings)
+        _receive(base, name, part, int(size), stdin)
+        return _publish(base, name, sha256, part, signature)
 
 
 def _receive(base, name, part, expected, stdin):
-    """Reads exactly ``expected`` bytes into ``part``; returns their SHA-256. Nothing is kept on failure."""
-    digest = hashlib.sha256()
+    """Reads exactly ``expected`` bytes into ``part``. Nothing is kept on failure."""
     received = 0
     try:
         with open(part, "wb") as out:
@@ -231,7 +215,6 @@ def _receive(base, name, part, expected, stdin):
                 if received > expected:
                     raise Refused(f"put {name}: more than the announced {expected} bytes arrived")
                 out.write(block)
-                digest.update(block)
             out.flush()
             os.fsync(out.fileno())
     except OSError as exc:
@@ -248,32 +231,12 @@ def _receive(base, name, part, expected, stdin):
         _unlink(part)
         raise Refused(f"put {name}: the transfer stopped after {received} of {expected} bytes; "
                       "the partial file was deleted")
-    return digest.hexdigest()
-
-
-def commit(base, name, sha256, settings=None):
-    settings = _settings(base, settings)
-    final = os.path.join(base, _name(name, settings["source"]))
-    if not SHA256_RE.match(sha256 or ""):
-        raise Refused(f"commit: {sha256!r} is not a SHA-256 checksum")
-    if os.path.exists(final):
-        recorded = read_sidecar(final)
-        if recorded == sha256:
-            return {"name": name, "sha256": sha256, "size": os.path.getsize(final), "already": True}
-        raise Refused(f"{name} is already published with another checksum; it is never overwritten")
-    if name.endswith(SUFFIX):
-        raise Refused(f"commit {name}: an encrypted archive is published by put NAME SIZE SHA SIG only")
-    _not_in_future(name, settings["max_future_skew"])
-    with _upload_lock(base, name) as part:
-        return _publish(base, name, sha256, part)
 
 
 def _publish(base, name, sha256, part, signature=None):
     """Under the name's lock: hash the part from disk, then publish it with its sidecars, never over
     an archive that exists (a hard link fails when the name is taken)."""
     final = os.path.join(base, name)
-    if not os.path.isfile(part):
-        raise Refused(f"commit {name}: nothing was received under that name")
     actual = sha256_file(part)
     if actual != sha256:
         _unlink(part)
@@ -296,43 +259,8 @@ def _publish(base, name, sha256, part, signature=None):
             for extra in sidecars(final):
                 _unlink(extra)
         code = EXIT_NO_SPACE if exc.errno in (errno.ENOSPC, errno.EDQUOT) else EXIT_REFUSED
-        raise Refused(f"commit {name}: {exc}", code) from exc
+        raise Refused(f"put {name}: {exc}", code) from exc
     return {"name": name, "sha256": sha256, "size": os.path.getsize(final), "already": False}
-
-
-def stat_archive(base, name):
-    final = os.path.join(base, _name(name))
-    if not os.path.isfile(final):
-        return {"name": name, "exists": False}
-    return {"name": name, "exists": True, "size": os.path.getsize(final), "sha256": read_sidecar(final)}
-
-
-def verify(base, name):
-    path = _published(base, name)
-    recorded = read_sidecar(path)
-    actual = sha256_file(path)
-    if recorded != actual:
-        where = quarantine(path, f"verify: recorded {recorded}, read {actual}")
-        raise Refused(f"{name} is corrupted on the backup host: recorded {recorded}, read {actual}; it was moved to "
-                      f"{where} and fills no retention slot", EXIT_MISMATCH)
-    return {"name": name, "sha256": recorded, "actual": actual, "ok": True}
-
-
-def listing(base):
-    out = []
-    for entry in sorted(os.listdir(base)):
-        path = os.path.join(base, entry)
-        if ARCHIVE_RE.match(entry) and os.path.isfile(path):
-            out.append({"name": entry, "size": os.path.getsize(path), "sha256": read_sidecar(path)})
-    return {"archives": out}
-
-
-def get(base, name, stdout):
-    path = _published(base, name)
-    with open(path, "rb") as handle:
-        shutil.copyfileobj(handle, stdout, CHUNK)
-    stdout.flush()
-    return None
 
 
 def _unlink(path):
@@ -369,25 +297,15 @@ def load_settings(path=CONFIG):
     return settings
 
 
-def dispatch(base, words, stdin, stdout, settings=None):
+def dispatch(base, words, stdin, settings=None):
     settings = _settings(base, settings)
-    if not words:
-        raise Refused("no command: this account only receives backups (put, commit, stat, verify, list, get)")
-    command, args = words[0], words[1:]
+    command, args = (words[0], words[1:]) if words else ("", [])
     table = {
-        "put": ((2, 3, 4), lambda: put(base, args[0], args[1], stdin, args[2] if len(args) > 2 else None, settings,
-                                       args[3] if len(args) > 3 else None)),
-        "commit": (2, lambda: commit(base, args[0], args[1], settings)),
-        "stat": (1, lambda: stat_archive(base, args[0])),
-        "verify": (1, lambda: verify(base, args[0])),
-        "list": (0, lambda: listing(base)),
-        "get": (1, lambda: get(base, args[0], stdout)),
+        "put": ((3, 4), lambda: put(base, args[0], args[1], stdin, args[2], settings, *args[3:])),
     }
     if command not in table:
-        raise Refused(f"{command!r} is not allowed: this account only receives backups "
-                      "(put, commit, stat, verify, list, get)")
+        raise Refused(f"{command!r} is not allowed: this account only receives backups (put)")
     counts, call = table[command]
-    counts = counts if isinstance(counts, tuple) else (counts,)
     if len(args) not in counts:
         raise Refused(f"{command} takes {' or '.join(map(str, counts))} argument(s), got {len(args)}")
     return call()
@@ -416,7 +334,7 @@ def main(argv=None, base=None, handle_signals=True, settings=None):
         # subsystem): the client's request is in SSH_ORIGINAL_COMMAND, set by sshd.
         words = os.environ.get("SSH_ORIGINAL_COMMAND", "").split()
     try:
-        answer = dispatch(base, words, sys.stdin.buffer, sys.stdout.buffer,
+        answer = dispatch(base, words, sys.stdin.buffer,
                           load_settings() if settings is None else settings)
     except Refused as exc:
         sys.stderr.write(f"streamcloud-backup-receive: {exc}\n")
@@ -424,6 +342,5 @@ def main(argv=None, base=None, handle_signals=True, settings=None):
     except BackupError as exc:
         sys.stderr.write(f"streamcloud-backup-receive: {exc}\n")
         return EXIT_REFUSED
-    if answer is not None:
-        sys.stdout.write(json.dumps(answer, sort_keys=True) + "\n")
+    sys.stdout.write(json.dumps(answer, sort_keys=True) + "\n")
     return 0

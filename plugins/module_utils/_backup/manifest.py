@@ -21,6 +21,8 @@ import stat
 import struct
 import tarfile
 
+# The archive's last member: this manifest, as JSON.
+MANIFEST_NAME = ".streamcloud-backup-manifest.json"
 XATTR_PREFIX = "SCHILY.xattr."
 ACL_KEYS = {"access": "SCHILY.acl.access", "default": "SCHILY.acl.default"}
 # GNU tar keeps ACLs in their own records (--acls); the same data as xattrs is not compared twice.

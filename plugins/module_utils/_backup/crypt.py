@@ -18,18 +18,20 @@ import base64
 import binascii
 import contextlib
 import fcntl
-import hashlib
 import os
 import re
 import shutil
 import subprocess
 
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common import (
-    CHUNK,
-    BackupError,
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.errors import BackupError
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.files import (
     atomic_write_text,
+    copy_hashed,
     fsync_dir,
+)
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.sidecars import (
     sidecar_path,
+    signature_path,
     write_sidecar,
 )
 
@@ -39,10 +41,6 @@ SUFFIX = ".age"
 RECIPIENT_RE = re.compile(r"^(?P<key>age1[02-9ac-hj-np-z]{58}|(ssh-ed25519|ssh-rsa) [A-Za-z0-9+/]+={0,2})( [^\n]*)?\Z")
 SIGNATURE_BEGIN = "-----BEGIN SSH SIGNATURE-----"
 MAX_SIGNATURE = 4096
-
-
-def signature_path(archive: str) -> str:
-    return archive + ".sig"
 
 
 def statement(name: str, sha256: str) -> bytes:
@@ -92,20 +90,12 @@ def seal(plain: str, final: str, recipients, sign_key: str) -> dict:
     argv = ["age", "--encrypt"]
     for recipient in recipients:
         argv += ["--recipient", recipient]
-    digest = hashlib.sha256()
     try:
         with open(part, "xb") as out:
             fcntl.flock(out, fcntl.LOCK_EX | fcntl.LOCK_NB)
             with open(plain, "rb") as source:
                 proc = subprocess.Popen(argv, stdin=source, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # noqa: S603 - argv list
-                size = 0
-                while True:
-                    block = proc.stdout.read(CHUNK)
-                    if not block:
-                        break
-                    out.write(block)
-                    digest.update(block)
-                    size += len(block)
+                sha256, size = copy_hashed(proc.stdout, out)
                 err = proc.stderr.read().decode(errors="replace").strip()
                 proc.stdout.close()
                 proc.stderr.close()
@@ -113,7 +103,6 @@ def seal(plain: str, final: str, recipients, sign_key: str) -> dict:
                     raise BackupError(f"age could not encrypt {os.path.basename(plain)}: {err}")
             out.flush()
             os.fsync(out.fileno())
-        sha256 = digest.hexdigest()
         atomic_write_text(signature_path(final), sign(name, sha256, sign_key), mode=0o600)
         os.replace(part, final)
         write_sidecar(final, sha256)

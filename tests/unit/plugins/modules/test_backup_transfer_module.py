@@ -1,13 +1,14 @@
-"""The scp_transfer module against the real receiver (local stand-in for ssh, see conftest)."""
+"""The backup_transfer module against the real receiver (local stand-in for ssh, see conftest)."""
 
 from __future__ import annotations
 
 import datetime
 import os
+from pathlib import Path
 
 import pytest
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_archive import create_archive
-from ansible_collections.streamcloud.platform.plugins.modules import scp_transfer
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.archive import create_archive
+from ansible_collections.streamcloud.platform.plugins.modules import backup_transfer
 
 T0 = datetime.datetime(2026, 11, 27, 2, 0, tzinfo=datetime.timezone.utc)
 
@@ -40,7 +41,7 @@ def test_options(run_module, setup, extra, sent, left):
     extra = dict(extra)
     if "only" in extra:
         args = dict(args, path=os.path.join(args["path"], made[extra.pop("only")]))
-    result, failed = run_module(scp_transfer, dict(args, **extra))
+    result, failed = run_module(backup_transfer, dict(args, **extra))
     assert not failed, result
     assert len(result["transferred"]) == sent
     assert all((far / t["name"]).exists() for t in result["transferred"])
@@ -49,7 +50,7 @@ def test_options(run_module, setup, extra, sent, left):
 
 def test_check_mode_sends_nothing(run_module, setup):
     args, made, far = setup
-    result, failed = run_module(scp_transfer, args, check_mode=True)
+    result, failed = run_module(backup_transfer, args, check_mode=True)
     assert not failed and result["pending"] == made and result["changed"]
     assert os.listdir(far) == []
 
@@ -57,7 +58,7 @@ def test_check_mode_sends_nothing(run_module, setup):
 def test_unreachable_fails_and_keeps(run_module, setup, monkeypatch):
     args, made = setup[:2]
     monkeypatch.setenv("BACKUP_TEST_DOWN", "1")
-    result, failed = run_module(scp_transfer, args)
+    result, failed = run_module(backup_transfer, args)
     assert failed
     assert "unreachable" in result["msg"] and "3 archive(s) kept in" in result["msg"]
     assert sorted(n for n in os.listdir(args["path"]) if n.endswith(".tar.gz")) == made
@@ -81,6 +82,15 @@ def test_bad_input(run_module, setup, extra, message):
     args = dict(args, **extra)
     if args.get("host", 0) is None:
         args.pop("host")
-    result, failed = run_module(scp_transfer, args)
+    result, failed = run_module(backup_transfer, args)
     assert failed and message in result["msg"]
     assert os.listdir(far) == []
+
+
+def test_the_old_name_redirects_to_this_module():
+    """Renamed from scp_transfer (it speaks SSH to the receiver, not the scp protocol); the old name still works."""
+    import yaml
+
+    runtime = yaml.safe_load((Path(__file__).resolve().parents[4] / "meta" / "runtime.yml").read_text())
+    assert runtime["plugin_routing"]["modules"]["scp_transfer"]["redirect"] == "streamcloud.platform.backup_transfer"
+    assert "module: backup_transfer" in backup_transfer.DOCUMENTATION

@@ -6,28 +6,35 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 ---
-module: scp_transfer
-short_description: Ship archives to the backup host over SSH, verified there before the local copy goes
+module: backup_transfer
+short_description: Ship archives to the backup host's receiver over SSH, verified there before the local copy goes
 version_added: "0.1.0"
 description:
-  - Sends every finished archive of an outbox (or one archive) to the central backup host over SSH with a
-    dedicated key. The far side stores it under a temporary name, hashes what it stored, and publishes it only
-    when the SHA-256 matches the one recorded when the archive was made.
+  - Sends every finished archive of an outbox (or one archive) to the central backup host. On the wire, for each
+    archive not yet shipped (oldest first), one SSH session made by the OpenSSH client (C(ssh -T), O(identity_file)
+    only, C(BatchMode=yes), O(known_hosts_file) with O(strict_host_key_checking)) runs the remote command
+    C(put NAME SIZE SHA256 [SIG]) and sends the archive's bytes on that session's standard input. SIG is the
+    source's signature of an encrypted C(.age) archive, one base64 word. Neither the scp nor the sftp protocol is
+    used; the backup host refuses both.
+  - The far side is the receiver the backup role installs as the receiving account's forced command. It reads
+    exactly SIZE bytes into a temporary file, hashes what it stored and publishes it (a hard link, never over an
+    existing name) only when the SHA-256 matches the one recorded when the archive was made, then answers one
+    JSON line. An archive it already holds with the same SHA-256 is answered C(already) and not stored again.
   - Only then is the archive marked as shipped; shipped archives beyond the newest O(keep_local) are deleted.
     An archive that was not verified on the far side is never deleted and is shipped on the next run, so a run
     while the backup host was unreachable is resumed by the next one.
-  - The far side is the receiver installed by the backup role as the receiving account's login shell (no
-    shell, no access to other hosts' archives); see the role's README for why this is SSH rather than the scp
-    protocol.
+  - Called C(scp_transfer) before; that name still works (a redirect in C(meta/runtime.yml)).
 author: streamcloud platform engineers (@streamcloud)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details: Lists what would be sent and deleted; makes no connection.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
+  platform:
+    platforms: posix
 options:
   path:
     description: The outbox directory (every unshipped archive is sent, oldest first) or one archive in it.
@@ -46,12 +53,13 @@ options:
     type: str
     required: true
   identity_file:
-    description: Private key of the dedicated backup key pair.
+    description: Private key of the dedicated backup key pair (where the backup role makes it).
     type: path
-    required: true
+    default: /etc/streamcloud-backup/id_ed25519
   known_hosts_file:
-    description: known_hosts file holding the backup host's key.
+    description: known_hosts file holding the backup host's key (where the backup role writes it).
     type: path
+    default: /etc/streamcloud-backup/known_hosts
   strict_host_key_checking:
     description: SSH StrictHostKeyChecking.
     type: str
@@ -69,7 +77,7 @@ options:
 
 EXAMPLES = r"""
 - name: Ship the outbox, keep the last local copy
-  streamcloud.platform.scp_transfer:
+  streamcloud.platform.backup_transfer:
     path: /var/backups/streamcloud/outbox
     host: backup.internal
     user: bk-web1
@@ -111,35 +119,18 @@ kept_local:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common import BackupError
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_transfer import Remote, ship
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.errors import BackupError
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.options import TRANSFER
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.transfer import transfer
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec={
-            "path": {"type": "path", "required": True},
-            "host": {"type": "str", "required": True},
-            "port": {"type": "int", "default": 22},
-            "user": {"type": "str", "required": True},
-            "identity_file": {"type": "path", "required": True},
-            "known_hosts_file": {"type": "path"},
-            "strict_host_key_checking": {"type": "str", "choices": ["yes", "accept-new", "no"], "default": "yes"},
-            "connect_timeout": {"type": "int", "default": 10},
-            "keep_local": {"type": "int", "default": 0},
-        },
-        supports_check_mode=True,
-    )
-    p = module.params
-    outbox, only = p["path"], None
+    module = AnsibleModule(argument_spec=TRANSFER, supports_check_mode=True)
+    outbox, only = module.params["path"], None
     if os.path.isfile(outbox):
         outbox, only = os.path.dirname(outbox), os.path.basename(outbox)
     try:
-        remote = Remote(host=p["host"], user=p["user"], identity_file=p["identity_file"], port=p["port"],
-                        known_hosts_file=p["known_hosts_file"],
-                        strict_host_key_checking=p["strict_host_key_checking"],
-                        connect_timeout=p["connect_timeout"])
-        result = ship(outbox, remote, keep_local=p["keep_local"], check_mode=module.check_mode, only=only)
+        result = transfer(module.params, outbox, only=only, check_mode=module.check_mode)
     except BackupError as exc:
         module.fail_json(msg=str(exc))
     if result["failed"]:

@@ -28,13 +28,13 @@ import os
 import re
 import stat
 
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common import (
-    BackupError,
-    parse_archive_name,
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.errors import BackupError
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.names import parse_archive_name
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.sidecars import (
+    check_stored,
     quarantine,
     read_received,
     read_sidecar,
-    sha256_file,
     sidecars,
 )
 
@@ -117,15 +117,6 @@ def _newest_first(archives):
     return sorted(archives, key=lambda item: (item[1], item[0]), reverse=True)
 
 
-def _checked(path):
-    """None when the archive's SHA-256 matches its sidecar, else why it does not."""
-    recorded = read_sidecar(path)
-    if recorded is None:
-        return "no .sha256 sidecar: it cannot be verified"
-    actual = sha256_file(path)
-    return None if actual == recorded else f"checksum mismatch: recorded {recorded}, read {actual}"
-
-
 def _rotate_source(current, archives, policy, verify, max_future_skew, check_mode, result):
     skew = datetime.timedelta(seconds=max_future_skew)
     trusted = []
@@ -143,7 +134,7 @@ def _rotate_source(current, archives, policy, verify, max_future_skew, check_mod
                 protect = name
                 break
             if verify:
-                problem = _checked(os.path.join(current, name))
+                problem = check_stored(os.path.join(current, name))
                 if problem is None:
                     verified.add(name)
                     protect = name
@@ -156,7 +147,7 @@ def _rotate_source(current, archives, policy, verify, max_future_skew, check_mod
         if verify and doomed:
             # Nothing is deleted on the strength of a slot a corrupted archive fills.
             for name in sorted(set(keep) - verified):
-                problem = _checked(os.path.join(current, name))
+                problem = check_stored(os.path.join(current, name))
                 if problem is None:
                     verified.add(name)
                 else:
@@ -189,16 +180,19 @@ def _set_aside(current, name, reason, check_mode, result):
     result["changed"] = True
 
 
+def source_dirs(root):
+    """``root`` and its real subdirectories (one per source; no dot directory, no symlink followed)."""
+    if not _is_dir(root):
+        raise BackupError(f"path {root} is not a directory on the backup host (symlinks are not followed)")
+    subdirectories = (os.path.join(root, d) for d in os.listdir(root) if not d.startswith("."))
+    return [root, *sorted(d for d in subdirectories if _is_dir(d))]
+
+
 def rotate(directory, policy, recurse=False, verify=True, check_mode=False, max_future_skew=3600):
     check_policy(policy)
     if not isinstance(max_future_skew, int) or isinstance(max_future_skew, bool) or max_future_skew < 0:
         raise BackupError(f"max_future_skew {max_future_skew!r} must be 0 or a number of seconds")
-    directories = [directory]
-    if recurse:
-        if not _is_dir(directory):
-            raise BackupError(f"path {directory} is not a directory on the backup host (symlinks are not followed)")
-        directories += sorted(os.path.join(directory, d) for d in os.listdir(directory)
-                              if not d.startswith(".") and _is_dir(os.path.join(directory, d)))
+    directories = source_dirs(directory) if recurse else [directory]
     result = {"kept": [], "deleted": [], "protected": [], "quarantined": [], "changed": False}
     for current in directories:
         for _source, archives in sorted(scan(current).items()):
@@ -237,7 +231,7 @@ def choose(directory, source, wanted="latest", max_future_skew=3600, verify=True
             reason = (f"named {named:%Y-%m-%dT%H:%M:%SZ}, received {when:%Y-%m-%dT%H:%M:%SZ}: dated more than "
                       f"{max_future_skew} s in the future")
         else:
-            reason = _checked(os.path.join(directory, name)) if verify else None
+            reason = check_stored(os.path.join(directory, name)) if verify else None
         if reason is None:
             answer.update(name=name, received=when.isoformat())
             break

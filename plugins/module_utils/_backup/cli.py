@@ -5,6 +5,8 @@
   streamcloud-backup run [--config FILE] [--cron]  dumps, archive, ship, status file, one JSON log line
   streamcloud-backup rotate --path DIR ...         retention on the backup host
   streamcloud-backup choose --path DIR --source S  the archive a restore takes (backup host, read-only)
+  streamcloud-backup scrub --path DIR [--status-file F]  re-hash every stored archive, quarantine a bad one
+                                                  (backup host; exit 3 when one was bad)
   streamcloud-backup restore --archive F ...       verify and restore one archive
 
 The random delay (``splay``) applies only with ``--cron`` (the cron entry), never to a manual run.
@@ -24,49 +26,22 @@ import socket
 import sys
 import time
 
-from ansible_collections.streamcloud.platform.plugins.module_utils import (
-    backup_archive,
-    backup_dumps,
-    backup_restore,
-    backup_rotate,
-    backup_transfer,
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup import (
+    archive,
+    options,
+    restore,
+    rotate,
+    scrub,
+    transfer,
 )
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common import (
-    SOURCE_RE,
-    BackupError,
-    atomic_write_text,
-    json_line,
-    utcnow,
-)
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.errors import BackupError
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.files import atomic_write_text
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.names import check_source, utcnow
 
-DEFAULTS = {
-    "source": None,
-    "allow_empty": False,
-    "hooks_file": "/etc/streamcloud/database-hooks.json",
-    "paths": [],
-    "excludes": [],
-    "outbox": "/var/backups/streamcloud/outbox",
-    "compression": "gzip",
-    "compression_level": None,
-    "threads": None,
-    "db_dump_command": "auto",
-    "dump_dir": "/var/backups/streamcloud/db",
-    "backup_host": None,
-    "backup_port": 22,
-    "backup_user": None,
-    "identity_file": "/etc/streamcloud-backup/id_ed25519",
-    "known_hosts_file": "/etc/streamcloud-backup/known_hosts",
-    "strict_host_key_checking": "yes",
-    "connect_timeout": 10,
-    "keep_local": 0,
-    "status_file": "/var/lib/streamcloud-backup/status.json",
-    "log_file": "/var/log/streamcloud-backup.log",
-    "lock_file": "/run/lock/streamcloud-backup.lock",
-    "lock_wait": 0,
-    "splay": 0,
-    "recipients": None,
-    "sign_key": None,
-}
+# The scrub found a corrupted archive (the receiver's code for a checksum mismatch).
+EXIT_BAD = 3
+# Every setting of config.json and its default: the modules' options (options.py) and the run's own.
+DEFAULTS = options.config_defaults()
 
 
 def load_config(path):
@@ -79,14 +54,12 @@ def load_config(path):
     if unknown:
         raise BackupError(f"{path}: unknown setting(s) {', '.join(unknown)}")
     config = dict(DEFAULTS, **data)
-    for key in ("backup_host", "backup_user"):
+    for key in ("outbox", "host", "user"):
         if not config[key]:
             raise BackupError(f"{path}: {key} is not set")
     if not config["source"]:
         config["source"] = socket.gethostname().split(".")[0]
-    if not isinstance(config["source"], str) or not SOURCE_RE.match(config["source"]):
-        raise BackupError(f"{path}: source {config['source']!r} is not a valid name: use letters, digits, '.', '_' "
-                          "or '-' (at most 63, starting with a letter or digit)")
+    check_source(config["source"], f"{path}: source")
     return config
 
 
@@ -104,26 +77,6 @@ def acquire_lock(path, wait):
             time.sleep(1)
 
 
-def archive_step(config):
-    dump = backup_dumps.resolve_dump_command(config["db_dump_command"], config["hooks_file"])
-    return backup_archive.create_archive(
-        paths=config["paths"], dest=config["outbox"], source=config["source"],
-        compression=config["compression"], compression_level=config["compression_level"],
-        threads=config["threads"], excludes=config["excludes"], db_dump_command=dump,
-        dump_dir=config["dump_dir"], allow_empty=config["allow_empty"],
-        recipients=config["recipients"], sign_key=config["sign_key"],
-    )
-
-
-def ship_step(config):
-    remote = backup_transfer.Remote(
-        host=config["backup_host"], user=config["backup_user"], identity_file=config["identity_file"],
-        port=config["backup_port"], known_hosts_file=config["known_hosts_file"],
-        strict_host_key_checking=config["strict_host_key_checking"], connect_timeout=config["connect_timeout"],
-    )
-    return backup_transfer.ship(config["outbox"], remote, keep_local=config["keep_local"])
-
-
 def run(config, out=sys.stdout, cron=False):
     started = utcnow()
     status = {"event": "streamcloud-backup", "source": config["source"], "started": started.isoformat()}
@@ -136,11 +89,11 @@ def run(config, out=sys.stdout, cron=False):
         return 0
     code = 0
     try:
-        made = archive_step(config)
+        made = archive.archive(config)
         status.update(archive=made["name"], sha256=made["sha256"], size=made["size"], files=made["files"],
                       databases=made["databases"], skipped=made["skipped"], warnings=made["warnings"],
                       removed_leftovers=made.get("removed_leftovers", []))
-        shipped = ship_step(config)
+        shipped = transfer.transfer(config, config["outbox"])
         status.update(transferred=[t["name"] for t in shipped["transferred"]], pending=shipped["pending"],
                       deleted_local=shipped["deleted_local"], kept_local=shipped["kept_local"])
         if shipped["failed"]:
@@ -161,6 +114,10 @@ def run(config, out=sys.stdout, cron=False):
         _report(config, status, out)
         lock.close()
     return code
+
+
+def json_line(**fields) -> str:
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"))
 
 
 def _report(config, status, out, write_status=True):
@@ -194,7 +151,7 @@ def parser():
                      help="do not hash the kept archives before deleting (a sidecar is enough)")
     rot.add_argument("--max-future-skew", type=int, default=3600,
                      help="seconds a name may be after its receive time before it is quarantined")
-    for rule in backup_rotate.RULES:
+    for rule in rotate.RULES:
         rot.add_argument("--" + rule.replace("_", "-"), type=int, default=0)
     cho = sub.add_parser("choose", help="the archive a restore takes: newest received and verified (read-only)")
     cho.add_argument("--path", required=True, help="the source's directory on the backup host")
@@ -202,6 +159,9 @@ def parser():
     cho.add_argument("--archive", default="latest", help="latest, a day (YYYY-MM-DD) or an archive file name")
     cho.add_argument("--max-future-skew", type=int, default=3600,
                      help="seconds a name may be after its receive time before it is skipped")
+    scr = sub.add_parser("scrub", help="re-hash every stored archive of every source; quarantine a mismatch")
+    scr.add_argument("--path", required=True, help="the root of the archives on the backup host")
+    scr.add_argument("--status-file", default=scrub.STATUS_FILE, help="where the outcome is written (JSON)")
     res = sub.add_parser("restore", help="verify and restore one archive")
     res.add_argument("--archive", required=True)
     res.add_argument("--sha256")
@@ -222,23 +182,24 @@ def main(argv=None, out=sys.stdout):
         if args.command == "run":
             return run(load_config(args.config), out, cron=args.cron)
         if args.command == "rotate":
-            policy = {rule: getattr(args, rule) for rule in backup_rotate.RULES}
-            result = backup_rotate.rotate(args.path, policy, recurse=args.recurse,
-                                          verify=not args.no_verify, check_mode=args.check,
-                                          max_future_skew=args.max_future_skew)
+            policy = {rule: getattr(args, rule) for rule in rotate.RULES}
+            result = rotate.rotate(args.path, policy, recurse=args.recurse, verify=not args.no_verify,
+                                   check_mode=args.check, max_future_skew=args.max_future_skew)
+        elif args.command == "scrub":
+            result = scrub.scrub(args.path)
+            os.makedirs(os.path.dirname(os.path.abspath(args.status_file)), exist_ok=True)
+            atomic_write_text(args.status_file, json.dumps(result, sort_keys=True, indent=1) + "\n")
         elif args.command == "choose":
-            result = backup_rotate.choose(args.path, args.source, args.archive,
-                                          max_future_skew=args.max_future_skew)
+            result = rotate.choose(args.path, args.source, args.archive, max_future_skew=args.max_future_skew)
         else:
             identity = sys.stdin.buffer.read() if args.identity_stdin else None
-            result = backup_restore.restore(args.archive, sha256=args.sha256, target=args.target,
-                                            dry_run=args.dry_run, databases=not args.no_databases,
-                                            files=not args.no_files, paths=args.path, report=args.report,
-                                            identity=identity)
+            result = restore.restore(args.archive, sha256=args.sha256, target=args.target, dry_run=args.dry_run,
+                                     databases=not args.no_databases, files=not args.no_files, paths=args.path,
+                                     report=args.report, identity=identity)
     except BackupError as exc:
         sys.stderr.write(f"streamcloud-backup {args.command}: {exc}\n")
         return 1
     # ensure_ascii: every report line is ASCII, whatever the file names (printable() already made
     # undecodable bytes readable).
     out.write(json.dumps(result, sort_keys=True, ensure_ascii=True) + "\n")
-    return 0
+    return EXIT_BAD if result.get("bad") else 0

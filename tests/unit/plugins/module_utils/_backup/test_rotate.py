@@ -8,8 +8,8 @@ import json
 import os
 
 import pytest
-from ansible_collections.streamcloud.platform.plugins.module_utils import backup_rotate as br
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common import BackupError
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup import rotate as br
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.errors import BackupError
 
 END = datetime.datetime(2026, 11, 27, 2, 0, tzinfo=datetime.timezone.utc)  # a Friday
 

@@ -18,15 +18,14 @@ import json
 import os
 import subprocess
 
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common import (
-    ARCHIVE_RE,
-    SOURCE_RE,
-    BackupError,
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.crypt import (
+    pack_signature,
+)
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.errors import BackupError
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.names import ARCHIVE_RE, SOURCE_RE
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.sidecars import (
     read_sidecar,
     sidecar_path,
-)
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_crypt import (
-    pack_signature,
     signature_path,
 )
 
@@ -47,7 +46,7 @@ class Remote:
     """The receiver on the backup host, reached over ssh with a dedicated key."""
 
     def __init__(self, host, user, identity_file=None, port=22, known_hosts_file=None,
-                 strict_host_key_checking="yes", connect_timeout=10, ssh_options=(), ssh_program="ssh"):
+                 strict_host_key_checking="yes", connect_timeout=10, ssh_program="ssh"):
         if not host or any(c.isspace() for c in host):
             raise BackupError(f"host {host!r} is not a host name or address")
         if not user or not SOURCE_RE.match(user):
@@ -69,12 +68,10 @@ class Remote:
             argv += ["-i", identity_file, "-o", "IdentitiesOnly=yes"]
         if known_hosts_file:
             argv += ["-o", f"UserKnownHostsFile={known_hosts_file}"]
-        for option in ssh_options:
-            argv += ["-o", option]
         self.argv = [*argv, f"{user}@{host}"]
 
-    def call(self, command, stdin=None, stdout=subprocess.PIPE):
-        result = subprocess.run([*self.argv, command], stdin=stdin, stdout=stdout, stderr=subprocess.PIPE,  # noqa: S603 - argv list, no shell
+    def call(self, command, stdin=None):
+        result = subprocess.run([*self.argv, command], stdin=stdin, capture_output=True,  # noqa: S603 - argv list, no shell
                                 check=False)
         err = result.stderr.decode(errors="replace").strip()
         if result.returncode == SSH_ERROR:
@@ -86,8 +83,6 @@ class Remote:
         if result.returncode != 0:
             raise BackupError(err.replace("streamcloud-backup-receive: ", "backup host: ")
                               or f"backup host: {command.split()[0]} failed with exit code {result.returncode}")
-        if stdout is not subprocess.PIPE:
-            return None
         try:
             return json.loads(result.stdout.decode())
         except ValueError as exc:
@@ -127,6 +122,15 @@ def ship_one(remote, path):
     with open(path, "rb") as handle:
         done = remote.call(command, stdin=handle)
     return {"name": name, "sha256": sha256, "size": done.get("size"), "already": done.get("already", False)}
+
+
+def transfer(options, outbox, only=None, check_mode=False):
+    """ship() with the options as the module and the cron configuration name them (options.TRANSFER)."""
+    remote = Remote(host=options["host"], user=options["user"], identity_file=options["identity_file"],
+                    port=options["port"], known_hosts_file=options["known_hosts_file"],
+                    strict_host_key_checking=options["strict_host_key_checking"],
+                    connect_timeout=options["connect_timeout"])
+    return ship(outbox, remote, keep_local=options["keep_local"], check_mode=check_mode, only=only)
 
 
 def ship(outbox, remote, keep_local=0, check_mode=False, only=None):

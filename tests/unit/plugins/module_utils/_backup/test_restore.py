@@ -11,13 +11,11 @@ import shutil
 import subprocess
 
 import pytest
-from ansible_collections.streamcloud.platform.plugins.module_utils import backup_restore as rs
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_archive import create_archive
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common import (
-    BackupError,
-    sha256_file,
-    write_sidecar,
-)
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup import restore as rs
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.archive import create_archive
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.errors import BackupError
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.files import sha256_file
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.sidecars import write_sidecar
 
 WHEN = datetime.datetime(2026, 11, 27, 2, 0, tzinfo=datetime.timezone.utc)
 
@@ -281,7 +279,7 @@ def test_restore_of_one_path_only(tree, tmp_path):
 
 def test_cli_report_is_utf8_whatever_the_names(tmp_path):
     """Defect 6: a name that is not UTF-8 must not make the report unreadable (restore.yml said FAILED)."""
-    from ansible_collections.streamcloud.platform.plugins.module_utils import backup_cli
+    from ansible_collections.streamcloud.platform.plugins.module_utils._backup import cli as backup_cli
 
     top = tmp_path / "names"
     top.mkdir()

@@ -29,16 +29,23 @@ import subprocess
 import tarfile
 import tempfile
 
-from ansible_collections.streamcloud.platform.plugins.module_utils import backup_crypt, backup_dumps, backup_manifest
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common import (
-    CHUNK,
-    MANIFEST_NAME,
-    BackupError,
-    decompressor_for,
-    printable,
-    read_sidecar,
-    sha256_file,
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.compressors import decompressor_for
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.crypt import SUFFIX, decrypt
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.dumps import (
+    HOOKS_FILE,
+    resolve_restore_command,
+    restore_dumps,
 )
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.errors import BackupError
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.files import CHUNK, sha256_file
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.manifest import (
+    MANIFEST_NAME,
+    disk_differences,
+    hash_member,
+    member_differences,
+)
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.names import printable
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.sidecars import read_sidecar
 
 # File systems the running kernel or container runtime provides: never restored into.
 RUNTIME_FS = {
@@ -63,7 +70,7 @@ def inspect(archive):
                 if info.name == MANIFEST_NAME:
                     manifest = json.loads(tar.extractfile(info).read().decode())
                     continue
-                digest = backup_manifest.hash_member(tar, info) if info.isreg() else None
+                digest = hash_member(tar, info) if info.isreg() else None
                 found[info.name] = digest
                 infos[info.name] = info
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
@@ -102,7 +109,7 @@ def verify(archive, sha256=None):
     entries = manifest.get("files", {})
     bad = sorted(name for name in set(entries) | set(found)
                  if name not in entries or name not in found
-                 or backup_manifest.member_differences(entries[name], infos[name], found[name]))
+                 or member_differences(entries[name], infos[name], found[name]))
     if bad:
         raise BackupError(f"{archive} is corrupted: {len(bad)} entr(y/ies) differ from the manifest "
                           f"({', '.join(printable(b) for b in bad[:5])}); nothing was restored")
@@ -198,14 +205,14 @@ def check_on_disk(target, members, entries):
     """Names whose file on disk differs from the manifest, with the fields that differ."""
     differences = {}
     for name in members:
-        diffs = backup_manifest.disk_differences(os.path.join(target, name), entries[name], sha256_file, target)
+        diffs = disk_differences(os.path.join(target, name), entries[name], sha256_file, target)
         if diffs:
             differences[name] = diffs
     return differences
 
 
 def restore(archive, sha256=None, target="/", dry_run=False, databases=True, files=True, paths=None,
-            report=None, mountinfo="/proc/self/mountinfo", hooks_file=backup_dumps.HOOKS_FILE, identity=None):
+            report=None, mountinfo="/proc/self/mountinfo", hooks_file=HOOKS_FILE, identity=None):
     if not isinstance(target, str) or not target.startswith("/"):
         raise BackupError(f"target {target!r} is not an absolute path")
     for path in paths or []:
@@ -213,11 +220,11 @@ def restore(archive, sha256=None, target="/", dry_run=False, databases=True, fil
             raise BackupError(f"paths: {path!r} is not an absolute path")
     options = {"target": os.path.normpath(target), "dry_run": dry_run, "databases": databases, "files": files,
                "paths": paths, "report": report, "mountinfo": mountinfo, "hooks_file": hooks_file}
-    if not archive.endswith(backup_crypt.SUFFIX):
+    if not archive.endswith(SUFFIX):
         return _restore(archive, sha256, **options)
     check_sha256(archive, sha256)
-    plain = archive[:-len(backup_crypt.SUFFIX)]
-    backup_crypt.decrypt(archive, identity, plain)
+    plain = archive[:-len(SUFFIX)]
+    decrypt(archive, identity, plain)
     try:
         result = _restore(plain, sha256_file(plain), **options)
     finally:
@@ -260,11 +267,11 @@ def _restore(archive, sha256, target, dry_run, databases, files, paths, report, 
 
 def _restore_databases(archive, members, dump_rel, stage, hooks_file):
     """Extracts the dumps to a private staging directory and hands them to the published command."""
-    command = backup_dumps.resolve_restore_command(hooks_file)
+    command = resolve_restore_command(hooks_file)
     work = tempfile.mkdtemp(prefix="streamcloud-restore-db-", dir=stage)
     try:
         wanted = [m for m in members if _under(m, [dump_rel])]
         extract(archive, work, wanted, os.path.join(work, ".applied"))
-        return backup_dumps.restore_dumps(os.path.join(work, dump_rel), command)
+        return restore_dumps(os.path.join(work, dump_rel), command)
     finally:
         shutil.rmtree(work, ignore_errors=True)

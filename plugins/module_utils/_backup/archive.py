@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import fnmatch
-import hashlib
 import json
 import os
 import stat
@@ -31,26 +30,32 @@ import tarfile
 import tempfile
 import threading
 
-from ansible_collections.streamcloud.platform.plugins.module_utils import backup_crypt, backup_dumps, backup_manifest
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common import (
-    ARCHIVE_RE,
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.compressors import compressor_argv
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.crypt import SUFFIX, check_recipients, seal
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.dumps import (
+    check_dump_dir,
+    resolve_dump_command,
+    run_dumps,
+)
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.errors import BackupError
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.files import (
     CHUNK,
-    MANIFEST_NAME,
-    BackupError,
-    archive_name,
-    compressor_argv,
+    copy_hashed,
     fsync_dir,
-    printable,
     sha256_file,
+)
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.manifest import (
+    MANIFEST_NAME,
+    from_member,
+    hash_member,
+)
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.names import (
+    ARCHIVE_RE,
+    archive_name,
+    printable,
     utcnow,
-    write_sidecar,
 )
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_compress import (
-    DEFAULT_MAX_WORKERS,
-    Segmented,
-    Single,
-    usable_cores,
-)
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.sidecars import write_sidecar
 
 BLOCK = tarfile.BLOCKSIZE
 # GNU tar, one 512-byte block per record, so that its end-of-archive is exactly two zero blocks.
@@ -59,9 +64,6 @@ TAR_CREATE = [
     "--sparse", "--numeric-owner", "--no-recursion", "--ignore-failed-read", "--pax-option=delete=atime,delete=ctime",
     "--directory=/", "--null", "--no-unquote", "--verbatim-files-from", "--files-from=-", "--file=-",
 ]
-
-# Kept for callers of the old module path; the logic lives in backup_dumps.
-resolve_dump_command = backup_dumps.resolve_dump_command
 
 
 def _check_abs(kind, value):
@@ -150,8 +152,8 @@ def _parse_members(stream, manifest, errors):
     try:
         with tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK, errors="surrogateescape") as tar:
             for info in tar:
-                digest = backup_manifest.hash_member(tar, info) if info.isreg() else None
-                manifest["files"][info.name] = backup_manifest.from_member(info, digest)
+                digest = hash_member(tar, info) if info.isreg() else None
+                manifest["files"][info.name] = from_member(info, digest)
     except BaseException as exc:  # reported by the main thread
         errors.append(exc)
     finally:
@@ -219,6 +221,17 @@ def _pump(tar_proc, sink, manifest, errors):
             errors.append(exc)
 
 
+def archive(options, check_mode=False):
+    """create_archive() with the options as the module and the cron configuration name them (options.ARCHIVE)."""
+    dump = resolve_dump_command(options["db_dump_command"], options["db_hooks_file"])
+    return create_archive(
+        paths=options["paths"], dest=options["outbox"], source=options["source"], compression=options["compression"],
+        compression_level=options["compression_level"], threads=options["compression_threads"],
+        excludes=options["excludes"], db_dump_command=dump, dump_dir=options["dump_dir"], check_mode=check_mode,
+        allow_empty=options["allow_empty"], recipients=options["recipients"], sign_key=options["sign_key"],
+    )
+
+
 def create_archive(paths, dest, source, compression="gzip", compression_level=None, threads=None,
                    excludes=(), db_dump_command=None, dump_dir=None, check_mode=False, now=None,
                    allow_empty=False, recipients=None, sign_key=None):
@@ -239,15 +252,15 @@ def create_archive(paths, dest, source, compression="gzip", compression_level=No
     if missing:
         raise BackupError(f"paths: {', '.join(missing)} does not exist on this host: fix the list or create it")
     if db_dump_command:
-        backup_dumps.check_dump_dir(dump_dir, dest, paths)
+        check_dump_dir(dump_dir, dest, paths)
     compress, test = compressor_argv(compression, compression_level, threads)
     if recipients is not None:
-        recipients = backup_crypt.check_recipients(recipients)
+        recipients = check_recipients(recipients)
         if not sign_key:
             raise BackupError("sign_key is not set: an encrypted archive is signed with the source's own SSH key "
                               "(variable backup_sign_key)")
     when = now or utcnow()
-    name = archive_name(source, when, compression) + (backup_crypt.SUFFIX if recipients else "")
+    name = archive_name(source, when, compression) + (SUFFIX if recipients else "")
     final = os.path.join(dest, name)
     if os.path.exists(final):
         raise BackupError(f"{final} already exists: an archive with the same name was made in the same second")
@@ -267,7 +280,7 @@ def create_archive(paths, dest, source, compression="gzip", compression_level=No
     os.makedirs(dest, mode=0o700, exist_ok=True)
     result["removed_leftovers"] = remove_leftovers(dest)
     if db_dump_command:
-        result["databases"] = backup_dumps.run_dumps(db_dump_command, dump_dir, dest, paths)
+        result["databases"] = run_dumps(db_dump_command, dump_dir, dest, paths)
     entries, skipped = collect(archive_paths, list(excludes), [dest])
     _refuse_empty(entries, paths, allow_empty)
     manifest = {
@@ -277,12 +290,12 @@ def create_archive(paths, dest, source, compression="gzip", compression_level=No
         "files": {}, "skipped": [printable(p) for p in skipped], "warnings": [],
     }
     if recipients:
-        plain = os.path.join(dest, "." + name[:-len(backup_crypt.SUFFIX)])
-        _stream_to_disk(plain, entries, manifest, compression, compress, test, threads)
-        sealed = backup_crypt.seal(plain, final, recipients, sign_key)
+        plain = os.path.join(dest, "." + name[:-len(SUFFIX)])
+        _stream_to_disk(plain, entries, manifest, compress, test)
+        sealed = seal(plain, final, recipients, sign_key)
         result.update(sha256=sealed["sha256"], size=sealed["size"], encrypted=True)
     else:
-        result.update(_stream_to_disk(final, entries, manifest, compression, compress, test, threads))
+        result.update(_stream_to_disk(final, entries, manifest, compress, test))
     result.update(files=sum(1 for e in manifest["files"].values() if e["type"] == "file"),
                   entries=len(manifest["files"]), skipped=manifest["skipped"], warnings=manifest["warnings"])
     return result
@@ -330,19 +343,9 @@ def _refuse_empty(entries, paths, allow_empty):
                           "left out; fix paths/excludes (or allow an empty archive)")
 
 
-def start_compressor(compression, compress, threads, stderr):
-    """The compressor for one archive: gzip on every core as segments, others as one process."""
-    workers = threads or min(usable_cores(), DEFAULT_MAX_WORKERS)
-    if compression == "gzip" and workers > 1:
-        return Segmented(compress, workers)
-    return Single(compress, stderr)
-
-
-def _stream_to_disk(final, entries, manifest, compression, compress, test, threads):
+def _stream_to_disk(final, entries, manifest, compress, test):
     part = final + ".part"
     errors = []
-    digest = hashlib.sha256()
-    size = 0
     with tempfile.TemporaryFile() as comp_err, tempfile.TemporaryFile() as test_err, \
             tempfile.TemporaryFile() as tar_err:
         try:
@@ -355,7 +358,7 @@ def _stream_to_disk(final, entries, manifest, compression, compress, test, threa
             raise BackupError(f"cannot write {part}: {exc}") from exc
         comp = tester = tar_proc = None
         try:
-            comp = start_compressor(compression, compress, threads, comp_err)
+            comp = subprocess.Popen(compress, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=comp_err)  # noqa: S603 - argv list, no shell
             tester = subprocess.Popen(test, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=test_err)  # noqa: S603 - argv list, no shell
             tar_proc = subprocess.Popen(TAR_CREATE, stdin=subprocess.PIPE, stdout=subprocess.PIPE,  # noqa: S603 - argv list, no shell
                                         stderr=tar_err, env=dict(os.environ, LC_ALL="C.UTF-8"))
@@ -364,24 +367,14 @@ def _stream_to_disk(final, entries, manifest, compression, compress, test, threa
             writer = threading.Thread(target=_pump_with_warnings,
                                       args=(tar_proc, comp.stdin, manifest, errors, tar_err), daemon=True)
             writer.start()
-            feeding = True
-            while True:
-                block = comp.read(CHUNK)
-                if not block:
-                    break
-                out.write(block)
-                digest.update(block)
-                size += len(block)
-                if feeding:
-                    try:
-                        tester.stdin.write(block)
-                    except BrokenPipeError:
-                        feeding = False
+            sha256, size = copy_hashed(comp.stdout, out, _Feed(tester.stdin))
             writer.join()
             feeder.join()
             with contextlib.suppress(BrokenPipeError):
                 tester.stdin.close()
-            (comp_rc, comp_message), test_rc = comp.finish(), tester.wait()
+            comp_rc, test_rc = comp.wait(), tester.wait()
+            comp_err.seek(0)
+            comp_message = comp_err.read().decode(errors="replace").strip()
             out.flush()
             os.fsync(out.fileno())
             out.close()
@@ -395,7 +388,7 @@ def _stream_to_disk(final, entries, manifest, compression, compress, test, threa
                 raise BackupError(f"reading the files to archive failed: {errors[0]} "
                                   f"{'; '.join(manifest['warnings'][-5:])}".strip())
             on_disk = sha256_file(part)
-            if on_disk != digest.hexdigest():
+            if on_disk != sha256:
                 raise BackupError(f"{part}: the file on disk does not match the stream that passed the integrity "
                                   "test (disk or file system error); the archive was discarded")
             os.replace(part, final)
@@ -409,7 +402,21 @@ def _stream_to_disk(final, entries, manifest, compression, compress, test, threa
             raise
         finally:
             os.close(held)
-    return {"sha256": digest.hexdigest(), "size": size}
+    return {"sha256": sha256, "size": size}
+
+
+class _Feed:
+    """Each block to the compressor's integrity test, until it stops reading (its exit code then says why)."""
+
+    def __init__(self, stdin):
+        self.stdin = stdin
+
+    def __call__(self, block):
+        if self.stdin is not None:
+            try:
+                self.stdin.write(block)
+            except BrokenPipeError:
+                self.stdin = None
 
 
 def _feed_names(stdin, entries):
@@ -434,14 +441,10 @@ def _pump_with_warnings(tar_proc, sink, manifest, errors, tar_err):
 
 
 def _discard(part, out, comp, tester, tar_proc=None):
-    if tar_proc is not None and tar_proc.poll() is None:
-        tar_proc.kill()
-        tar_proc.wait()
-    if comp is not None:
-        comp.kill()
-    if tester is not None and tester.poll() is None:
-        tester.kill()
-        tester.wait()
+    for proc in (tar_proc, comp, tester):
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
     if not out.closed:
         out.close()
     with contextlib.suppress(FileNotFoundError):

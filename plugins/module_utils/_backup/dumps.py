@@ -21,7 +21,8 @@ import shutil
 import subprocess
 import tempfile
 
-from ansible_collections.streamcloud.platform.plugins.module_utils.backup_common import BackupError, printable
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.errors import BackupError
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.names import printable
 
 HOOKS_FILE = "/etc/streamcloud/database-hooks.json"
 MARKER = ".streamcloud-dump"
