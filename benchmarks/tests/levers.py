@@ -40,6 +40,8 @@ LEVERS = {
     # of one per task; it takes over the `docker` connection by its short name only (set in ARGV below).
     "mitogen": {"ANSIBLE_STRATEGY": "mitogen_linear", "ANSIBLE_STRATEGY_PLUGINS": ""},  # path set in main()
 }
+# With mitogen on in Molecule's config (.config/molecule/config.yml), Ansible's own linear strategy.
+LEVERS["no-mitogen"] = {"ANSIBLE_STRATEGY": "linear"}
 # Lever -> extra arguments to ansible-playbook.
 ARGV = {"mitogen": ["-e", "ansible_connection=docker"]}
 
