@@ -399,39 +399,45 @@ def nginx_master_pid(host) -> str:
     return host.check_output("cat /run/nginx.pid")
 
 
-@pytest.mark.parametrize(
-    ("extra_vars", "message"),
-    [
-        pytest.param({"nginx_locations": [{"path": "/api/", "upstream": "nowhere"}]},
-                     "nginx_locations: location /api/ uses upstream 'nowhere', which is not defined in nginx_upstreams",
-                     id="location-with-undefined-upstream"),
-        pytest.param({"nginx_tls_certificate": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
-                      "nginx_tls_private_key": ""},
-                     "nginx_tls_certificate and nginx_tls_private_key go together", id="certificate-without-key"),
-        pytest.param({"nginx_server_names": ["nginx-web", "bad name!"]},
-                     "nginx_server_names must list DNS names", id="invalid-server-name"),
-        pytest.param({"nginx_csp": ["default-src 'none'"]}, "nginx_csp must be a non-empty string",
-                     id="csp-not-a-string"),
-        pytest.param({"nginx_files_tls": "maybe"}, "nginx_files_tls", id="files-tls-not-a-bool"),
-        pytest.param({"nginx_files_tls": "true"}, "nginx_files_tls must be true or false",
-                     id="files-tls-a-string"),
-        pytest.param({"nginx_files_tls_name": "10.0.0.5"}, "nginx_files_tls_name a DNS name",
-                     id="files-tls-name-an-address"),
-        pytest.param({"nginx_locations": [{"path": "/api/", "upstream": "rogue_files", "tls": True,
-                                           "tls_name": "not a name!"}]},
-                     "location /api/ is refused: tls must be true or false", id="location-tls-name-not-dns"),
-    ],
-)
-def test_bad_input_fails_before_nginx_is_touched(host, playbook, molecule_scenario_dir, extra_vars, message):
-    before = host.check_output(f"sha256sum {STATE_FILES}")
-    pid = nginx_master_pid(host)
-    result = playbook(molecule_scenario_dir / "converge.yml", extra_vars)
-    output = " ".join((result.stdout + result.stderr).split())
-    assert result.returncode != 0
-    assert message in output, output[-3000:]
-    assert "changed=0" in output
-    assert host.check_output(f"sha256sum {STATE_FILES}") == before
-    assert nginx_master_pid(host) == pid
+# Case -> (the variables given, the message the run must fail with).
+BAD_INPUT = {
+    "location-with-undefined-upstream": (
+        {"nginx_locations": [{"path": "/api/", "upstream": "nowhere"}]},
+        "nginx_locations: location /api/ uses upstream 'nowhere', which is not defined in nginx_upstreams"),
+    "certificate-without-key": (
+        {"nginx_tls_certificate": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+         "nginx_tls_private_key": ""},
+        "nginx_tls_certificate and nginx_tls_private_key go together"),
+    "invalid-server-name": ({"nginx_server_names": ["nginx-web", "bad name!"]},
+                            "nginx_server_names must list DNS names"),
+    "csp-not-a-string": ({"nginx_csp": ["default-src 'none'"]}, "nginx_csp must be a non-empty string"),
+    "files-tls-not-a-bool": ({"nginx_files_tls": "maybe"}, "nginx_files_tls"),
+    "files-tls-a-string": ({"nginx_files_tls": "true"}, "nginx_files_tls must be true or false"),
+    "files-tls-name-an-address": ({"nginx_files_tls_name": "10.0.0.5"}, "nginx_files_tls_name a DNS name"),
+    "location-tls-name-not-dns": (
+        {"nginx_locations": [{"path": "/api/", "upstream": "rogue_files", "tls": True, "tls_name": "not a name!"}]},
+        "location /api/ is refused: tls must be true or false"),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_input(host, role_cases) -> dict:
+    """Every bad-input case in one ansible-playbook run (each case a block of its own, as converge.yml
+    applies the role), with the site's checksums and nginx's PID before and after."""
+    before = (host.check_output(f"sha256sum {STATE_FILES}"), nginx_master_pid(host))
+    run = role_cases("web", "streamcloud.platform.nginx", {case: extra for case, (extra, _) in BAD_INPUT.items()})
+    return {"run": run, "before": before, "after": (host.check_output(f"sha256sum {STATE_FILES}"),
+                                                    nginx_master_pid(host))}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUT))
+def test_bad_input_fails_before_nginx_is_touched(bad_input, case):
+    run, message = bad_input["run"], BAD_INPUT[case][1]
+    assert run.failed(case), run.sections.get(case, run.output)[-3000:]
+    assert message in run.text(case), run.text(case)[-3000:]
+    # No case changed anything: not one task of the whole run, not one byte of the site, not nginx's PID.
+    assert run.recap["changed"] == 0 and run.recap["rescued"] == len(BAD_INPUT), run.recap
+    assert bad_input["after"] == bad_input["before"]
 
 
 def test_configuration_nginx_refuses_never_reaches_the_running_nginx(host, playbook, molecule_scenario_dir,
@@ -446,3 +452,19 @@ def test_configuration_nginx_refuses_never_reaches_the_running_nginx(host, playb
     assert nginx_master_pid(host) == pid
     response, _ = https(address, tls_context, "/")
     assert response.status == 200
+
+
+# --- What Molecule's own runs printed (ANSIBLE_LOG_PATH, molecule.yml) -------------------------
+# Last in the module, so the log also holds this verify's own runs of the role.
+
+def test_check_mode_on_the_converged_host_changes_nothing(ansible_log):
+    """Molecule's second check step (after converge and idempotence) reports nothing to change."""
+    run = ansible_log.last_check_on_converged_hosts("Converge")
+    assert run.recap and all(r["changed"] == 0 and r["failed"] == 0 for r in run.recap.values()), run.text[-3000:]
+
+
+def test_no_secret_in_any_ansible_output(ansible_log):
+    ansible_log.assert_no_secret({
+        f"nginx_basic_auth_users[{KIBANA_USER['name']}].password": KIBANA_USER["password"],
+        "vault_pki_ca_passphrase": VARS["vault_pki_ca_passphrase"],
+    })

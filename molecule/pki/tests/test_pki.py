@@ -1,7 +1,8 @@
 """The pki role, checked with openssl and real TLS clients from the controller.
 
 The CA lives on the controller under the scenario's inventory directory; the certificates on
-pki-host. The renewal test runs last: it re-runs converge inside a renewal threshold.
+pki-host. The renewal test runs last of those that look at the host: it re-runs converge inside a
+renewal threshold. The two after it read what Ansible printed (the scenario's log).
 """
 
 from __future__ import annotations
@@ -184,56 +185,56 @@ def listing(host) -> str:
     return host.check_output(f"ls -l --time-style=+%s.%N {PKI} /usr/local/share/ca-certificates")
 
 
-@pytest.mark.parametrize(("extra_vars", "message"), [
-    ({"pki_certificate_names": ["ok.example", "not a name!"]}, "pki_certificate_names"),
-    ({"pki_certificate_names": ["under_score.example"]}, "under_score.example"),
-    ({"pki_certificate_valid_days": 4000}, "pki_certificate_valid_days"),
-    ({"pki_certificate_renew_days": -5}, "pki_certificate_renew_days"),
-    ({"pki_ca_passphrase": "wrong passphrase for this CA"}, "pki_ca_passphrase does not open"),
-    ({"pki_ca_passphrase": "", "pki_lab_mode": False}, "pki_ca_passphrase is empty"),
-])
-def test_bad_input_fails_before_anything_is_written(host, playbook, molecule_scenario_dir, extra_vars, message):
+# Case -> (the variables given to `tasks_from: certificate`, what its failure must say). The CA-directory
+# cases get a directory of their own (bad_input below); the one whose CA loads comes last, so no
+# case before it finds a CA already loaded.
+BAD_INPUT = {
+    "name-not-dns": ({"pki_certificate_names": ["ok.example", "not a name!"]}, ["pki_certificate_names"]),
+    "name-with-underscore": ({"pki_certificate_names": ["under_score.example"]}, ["under_score.example"]),
+    "valid-days-too-long": ({"pki_certificate_valid_days": 4000}, ["pki_certificate_valid_days"]),
+    "renew-days-negative": ({"pki_certificate_renew_days": -5}, ["pki_certificate_renew_days"]),
+    "wrong-passphrase": ({"pki_ca_passphrase": "wrong passphrase for this CA"}, ["pki_ca_passphrase does not open"]),
+    "empty-passphrase-outside-the-lab": ({"pki_ca_passphrase": "", "pki_lab_mode": False},
+                                         ["pki_ca_passphrase is empty"]),
+    "ca-certificate-without-its-key": ({"pki_ca_dir": "alone"}, ["holds ca.crt but not ca.key"]),
+    "ca-key-that-does-not-match": ({"pki_ca_dir": "mismatched"}, ["ca.key does not match ca.crt"]),
+    "certificate-longer-than-the-ca": ({"pki_ca_dir": "short-ca"},
+                                       ["pki_certificate_valid_days", "expires in 99 days"]),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_input(host, role_cases, ca_dir, tmp_path_factory) -> dict:
+    """Every case in one ansible-playbook run, each a block of its own asking for a certificate
+    `badinput` (`tasks_from: certificate`), with the host's listing before and after."""
+    dirs = {name: tmp_path_factory.mktemp(name) for name in ("alone", "mismatched", "short-ca")}
+    # ca.crt without its key; ca.crt with a key that is not its own (same passphrase); a CA of 100 days.
+    for name in ("alone", "mismatched"):
+        (dirs[name] / "ca.crt").write_text((ca_dir / "ca.crt").read_text())
+    other_key, _ = make_other_ca(tmp_path_factory.mktemp("other"), passphrase=PASSPHRASE)
+    other_key.rename(dirs["mismatched"] / "ca.key")
+    key, cert = make_other_ca(tmp_path_factory.mktemp("short"), days=100, passphrase=PASSPHRASE)
+    key.rename(dirs["short-ca"] / "ca.key")
+    cert.rename(dirs["short-ca"] / "ca.crt")
+    cases = {case: {k: str(dirs[v]) if k == "pki_ca_dir" else v for k, v in extra.items()}
+             for case, (extra, _) in BAD_INPUT.items()}
     before = listing(host)
-    result = playbook(molecule_scenario_dir / "bad_input.yml", extra_vars)
-    output = " ".join((result.stdout + result.stderr).split())
-    assert result.returncode != 0
-    assert message in output, output[-3000:]
-    assert listing(host) == before
+    run = role_cases("all", "streamcloud.platform.pki", cases, {"pki_certificate_name": "badinput"},
+                     play={"gather_facts": False}, tasks_from="certificate")
+    return {"run": run, "before": before, "after": listing(host), "dirs": dirs}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUT))
+def test_bad_input_fails_before_anything_is_written(host, bad_input, case):
+    run = bad_input["run"]
+    assert run.failed(case), run.sections.get(case, run.output)[-3000:]
+    for message in BAD_INPUT[case][1]:
+        assert message in run.text(case), run.text(case)[-3000:]
+    assert run.recap["changed"] == 0 and run.recap["rescued"] == len(BAD_INPUT), run.recap
+    assert bad_input["after"] == bad_input["before"]
     assert not host.file(f"{PKI}/badinput.key").exists
-
-
-def test_ca_certificate_without_its_key_is_refused(host, playbook, molecule_scenario_dir, ca_dir, tmp_path):
-    (tmp_path / "ca.crt").write_text((ca_dir / "ca.crt").read_text())
-    before = listing(host)
-    result = playbook(molecule_scenario_dir / "bad_input.yml", {"pki_ca_dir": str(tmp_path)})
-    output = " ".join((result.stdout + result.stderr).split())
-    assert result.returncode != 0
-    assert "holds ca.crt but not ca.key" in output, output[-3000:]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ca.crt"]
-    assert listing(host) == before
-
-
-def test_ca_key_that_does_not_match_is_refused(host, playbook, molecule_scenario_dir, ca_dir, tmp_path):
-    (tmp_path / "ca.crt").write_text((ca_dir / "ca.crt").read_text())
-    other_key, _ = make_other_ca(tmp_path, passphrase=PASSPHRASE)
-    other_key.rename(tmp_path / "ca.key")
-    before = listing(host)
-    result = playbook(molecule_scenario_dir / "bad_input.yml", {"pki_ca_dir": str(tmp_path)})
-    output = " ".join((result.stdout + result.stderr).split())
-    assert result.returncode != 0
-    assert "ca.key does not match ca.crt" in output, output[-3000:]
-    assert listing(host) == before
-
-
-def test_certificate_longer_than_the_ca_is_refused(host, playbook, molecule_scenario_dir, tmp_path):
-    key, cert = make_other_ca(tmp_path, days=100, passphrase=PASSPHRASE)
-    key.rename(tmp_path / "ca.key")
-    cert.rename(tmp_path / "ca.crt")
-    result = playbook(molecule_scenario_dir / "bad_input.yml", {"pki_ca_dir": str(tmp_path)})
-    output = " ".join((result.stdout + result.stderr).split())
-    assert result.returncode != 0
-    assert "pki_certificate_valid_days" in output and "expires in 99 days" in output, output[-3000:]
-    assert not host.file(f"{PKI}/badinput.key").exists
+    # A CA directory is never written into when its content is refused.
+    assert sorted(p.name for p in bad_input["dirs"]["alone"].iterdir()) == ["ca.crt"]
 
 
 def test_third_run_inside_the_threshold_renews_exactly_what_needs_it(host, playbook, molecule_scenario_dir):
@@ -251,3 +252,16 @@ def test_third_run_inside_the_threshold_renews_exactly_what_needs_it(host, playb
     assert {name: host.file(f"{PKI}/{name}.key").md5sum for name in before} == keys
     assert host.file("/var/log/pki-test-changes").content_string.split() == [*changes, "short"]
     assert host.run(f"openssl verify {PKI}/short.crt").rc == 0
+
+
+# --- What Molecule's own runs printed (ANSIBLE_LOG_PATH, molecule.yml) -------------------------
+# After the renewal run above, so the log holds the role's runs with a CA key in use and a renewal.
+
+def test_check_mode_on_the_converged_host_changes_nothing(ansible_log):
+    """Molecule's second check step (after converge and idempotence) reports nothing to change."""
+    run = ansible_log.last_check_on_converged_hosts("Converge")
+    assert run.recap and all(r["changed"] == 0 and r["failed"] == 0 for r in run.recap.values()), run.text[-3000:]
+
+
+def test_ca_passphrase_never_in_any_ansible_output(ansible_log):
+    ansible_log.assert_no_secret({"vault_pki_ca_passphrase": PASSPHRASE})

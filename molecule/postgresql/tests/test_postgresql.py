@@ -224,22 +224,6 @@ def test_public_cannot_connect_to_the_platform_database(host):
     assert "reporting=c/" in acl
 
 
-def test_rerun_changes_nothing_and_never_shows_passwords(host, playbook, molecule_scenario_dir):
-    result = playbook(molecule_scenario_dir / "converge.yml")
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-3000:]
-    assert "changed=0" in output
-    for password in PASSWORDS.values():
-        assert password not in output
-
-
-def test_check_mode_changes_nothing(playbook, molecule_scenario_dir):
-    result = playbook(molecule_scenario_dir / "converge.yml", check=True)
-    output = " ".join((result.stdout + result.stderr).split())
-    assert result.returncode == 0, output[-3000:]
-    assert "changed=0" in output
-
-
 STATE_FILES = "/etc/postgresql/*/main/conf.d/50-streamcloud.conf /etc/postgresql/*/main/pg_hba.conf"
 # Case -> (the variables given, the message the run must fail with).
 BAD_INPUT = {
@@ -286,6 +270,12 @@ def test_bad_input_fails_before_any_change(bad_input, case):
     assert bad_input["after"] == bad_input["before"]
 
 
+# The migration tests run the role's input checks and its migrations part only (`--tags migrations`),
+# the part a new, edited or failing migration file goes through; the rest of the role is Molecule's
+# converge, idempotence and check.
+MIGRATIONS_ONLY = ["migrations"]
+
+
 @pytest.fixture()
 def migrations_copy(tmp_path) -> Path:
     target = tmp_path / "migrations"
@@ -297,7 +287,8 @@ def test_edited_applied_migration_is_refused(host, playbook, molecule_scenario_d
     first = sorted(migrations_copy.glob("*.sql"))[0]
     first.write_text(first.read_text() + "\n-- edited after it was applied\n")
     before = superuser_sql(host, "SELECT count(*) FROM schema_migrations")
-    result = playbook(molecule_scenario_dir / "converge.yml", {"postgresql_migrations_dir": str(migrations_copy)})
+    result = playbook(molecule_scenario_dir / "converge.yml", {"postgresql_migrations_dir": str(migrations_copy)},
+                      tags=MIGRATIONS_ONLY)
     output = " ".join((result.stdout + result.stderr).split())
     assert result.returncode != 0
     assert f"applied migration(s) {first.name} changed" in output, output[-3000:]
@@ -309,7 +300,8 @@ def test_new_migration_file_is_all_it_takes(host, playbook, molecule_scenario_di
     new = migrations_copy / f"{number:04d}_add_contents_duration.sql"
     new.write_text("ALTER TABLE contents ADD COLUMN duration_seconds integer CHECK (duration_seconds >= 0);\n")
     try:
-        result = playbook(molecule_scenario_dir / "converge.yml", {"postgresql_migrations_dir": str(migrations_copy)})
+        result = playbook(molecule_scenario_dir / "converge.yml", {"postgresql_migrations_dir": str(migrations_copy)},
+                          tags=MIGRATIONS_ONLY)
         assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
         assert superuser_sql(host, "SELECT max(version) FROM schema_migrations") == str(number)
         assert superuser_sql(host, "SELECT count(*) FROM information_schema.columns "
@@ -327,7 +319,8 @@ def test_failing_migration_is_rolled_back(host, playbook, molecule_scenario_dir,
     number = len(MIGRATIONS) + 1
     (migrations_copy / f"{number:04d}_broken.sql").write_text(
         "ALTER TABLE contents ADD COLUMN half_done integer;\nSELECT no_such_function();\n")
-    result = playbook(molecule_scenario_dir / "converge.yml", {"postgresql_migrations_dir": str(migrations_copy)})
+    result = playbook(molecule_scenario_dir / "converge.yml", {"postgresql_migrations_dir": str(migrations_copy)},
+                      tags=MIGRATIONS_ONLY)
     assert result.returncode != 0
     assert "no_such_function" in result.stdout + result.stderr
     assert superuser_sql(host, "SELECT max(version) FROM schema_migrations") == str(len(MIGRATIONS))
@@ -379,3 +372,18 @@ def test_restore_refuses_a_corrupted_dump(host):
     assert result.rc != 0
     assert superuser_sql(host, "SELECT count(*) FROM pg_database WHERE datname LIKE 'streamcloud_%'",
                          dbname="postgres") == "0"
+
+
+# Molecule's idempotence step re-runs converge.yml and fails on any change; its check step runs it in
+# check mode. The two tests below read what those runs printed (ANSIBLE_LOG_PATH, molecule.yml) rather
+# than running the playbook twice more. They come last: the log then also holds this verify's own runs.
+def test_check_mode_on_the_converged_host_changes_nothing(ansible_log):
+    run = ansible_log.last_check_on_converged_hosts("Converge")
+    assert run.recap and all(r["changed"] == 0 and r["failed"] == 0 for r in run.recap.values()), run.text[-3000:]
+
+
+def test_no_password_in_any_ansible_output(ansible_log):
+    """Converge, idempotence, check and this verify's runs before it: no role password in what they printed."""
+    converged = [run for run in ansible_log.before_verify() if "Converge" in run.plays and not run.check_mode]
+    assert converged, f"no run of converge.yml before verify in {ansible_log.path}"
+    ansible_log.assert_no_secret({f"postgresql_users[{name}].password": pw for name, pw in PASSWORDS.items()})
