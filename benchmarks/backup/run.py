@@ -153,13 +153,18 @@ def run_baseline(data: Path, work: Path, sshd: LocalSshd, far: Path) -> tuple[fl
     return elapsed, size
 
 
-def run_pipeline(data: Path, work: Path, sshd: LocalSshd, far: Path, compression: str, seq: int) -> tuple[float, int]:
+def run_pipeline(data: Path, work: Path, sshd: LocalSshd, far: Path, compression: str, seq: int,
+                 encrypt: bool = False) -> tuple[float, int]:
     outbox = work / "outbox"
     remote = Remote("127.0.0.1", "root", identity_file=str(sshd.tmp / "receiver"), port=PORT,
                     known_hosts_file=str(sshd.tmp / "known_hosts"))
     when = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc) + datetime.timedelta(seconds=seq)
     start = time.monotonic()
-    made = create_archive([str(data)], str(outbox), "bench", compression=compression, now=when)
+    # Encrypted (age) to a recipient and signed (ssh-keygen -Y sign) with the source's key, as the role's
+    # default is; the key pair is the sshd's throwaway "receiver" key, an ed25519 key that age takes.
+    crypto = ({"recipients": [(sshd.tmp / "receiver.pub").read_text().strip()], "sign_key": str(sshd.tmp / "receiver")}
+              if encrypt else {})
+    made = create_archive([str(data)], str(outbox), "bench", compression=compression, now=when, **crypto)
     shipped = ship(str(outbox), remote)
     elapsed = time.monotonic() - start
     if shipped["failed"] or shipped["deleted_local"] != [made["name"]]:
@@ -167,8 +172,8 @@ def run_pipeline(data: Path, work: Path, sshd: LocalSshd, far: Path, compression
     published = far / made["name"]
     if published.stat().st_size != made["size"]:
         raise RuntimeError(f"{published} has the wrong size")
-    published.unlink()
-    (far / (made["name"] + ".sha256")).unlink()
+    for stored in far.glob(made["name"] + "*"):  # the archive, its .sha256 and (encrypted) its .sig
+        stored.unlink()
     return elapsed, made["size"]
 
 
@@ -210,12 +215,15 @@ def main() -> int:
     parser.add_argument("--size-mb", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--variants", default="baseline,gzip,pigz,zstd")
+    parser.add_argument("--encrypt", action="store_true",
+                        help="our pipeline encrypts with age and signs with ssh-keygen, as the role does by default")
     args = parser.parse_args()
     data, work = BASE / f"data-{args.size_mb}m", BASE / "work"
     generate(data, args.size_mb)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    far = work / "far"
+    # The receiver takes the source name from its directory (the account), as on the backup host.
+    far = work / "bench"
     far.mkdir()
     input_bytes = du(data)
     subprocess.run(f"cat $(find {data} -type f) > /dev/null", shell=True, check=True)  # noqa: S602 - warm cache
@@ -233,7 +241,7 @@ def main() -> int:
                 if variant == "baseline":
                     elapsed, size = run_baseline(data, work, sshd, far)
                 else:
-                    elapsed, size = run_pipeline(data, work, sshd, far, variant, seq)
+                    elapsed, size = run_pipeline(data, work, sshd, far, variant, seq, args.encrypt)
                 times[variant].append(elapsed)
                 sizes[variant] = size
                 print(f"round {r + 1} {variant:8s} {elapsed:7.2f} s  {size / input_bytes:.3f}", flush=True)
@@ -251,7 +259,7 @@ def main() -> int:
                      "compressed_ratio": round(sizes[variant] / input_bytes, 3),
                      "speed_vs_baseline": round(base / t, 2) if base else None})
     result = {"input_mib": round(mib, 1), "rounds": args.rounds, "cpu": platform.processor() or platform.machine(),
-              "cores": os.cpu_count(),
+              "cores": os.cpu_count(), "encrypted": args.encrypt,
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "pipeline": rows, "rotation": rotation}
     out_dir = REPO / "benchmarks" / "results"
