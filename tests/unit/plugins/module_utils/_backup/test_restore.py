@@ -20,21 +20,23 @@ from ansible_collections.streamcloud.platform.plugins.module_utils._backup.sidec
 WHEN = datetime.datetime(2026, 11, 27, 2, 0, tzinfo=datetime.timezone.utc)
 
 
-def snapshot(top):
-    out = {}
+def entries(top, hashed=False):
+    """(path, lstat, content) of every entry below top: a link's target, a file's bytes (or their SHA-256)."""
     for root, dirs, files in os.walk(top):
         for name in dirs + files:
             path = os.path.join(root, name)
             st = os.lstat(path)
+            content = None
             if os.path.islink(path):
                 content = os.readlink(path)
             elif os.path.isfile(path):
                 with open(path, "rb") as handle:
-                    content = handle.read()
-            else:
-                content = None
-            out[os.path.relpath(path, top)] = (st.st_mode, content)
-    return out
+                    content = hashlib.sha256(handle.read()).hexdigest() if hashed else handle.read()
+            yield path, st, content
+
+
+def snapshot(top):
+    return {os.path.relpath(path, top): (st.st_mode, content) for path, st, content in entries(top)}
 
 
 @pytest.mark.parametrize("compression", ["gzip", "zstd"])
@@ -147,21 +149,13 @@ def acl_xattr(entries):
 def full_state(top):
     """lstat fields, contents, xattrs (ACLs included) and blocks on disk of every entry below top."""
     out = {}
-    for root, dirs, files in os.walk(top):
-        for name in dirs + files:
-            path = os.path.join(root, name)
-            st = os.lstat(path)
-            content = None
-            if os.path.islink(path):
-                content = os.readlink(path)
-            elif os.path.isfile(path):
-                with open(path, "rb") as handle:
-                    content = hashlib.sha256(handle.read()).hexdigest()
-            xattrs = {} if os.path.islink(path) else {
-                n: os.getxattr(path, n, follow_symlinks=False) for n in os.listxattr(path, follow_symlinks=False)}
-            mtime = None if os.path.islink(path) else st.st_mtime_ns
-            out[os.path.relpath(os.fsencode(path), os.fsencode(top))] = (
-                st.st_mode, st.st_uid, st.st_gid, st.st_size, mtime, st.st_nlink, content, xattrs, st.st_blocks)
+    for path, st, content in entries(top, hashed=True):
+        link = os.path.islink(path)
+        xattrs = {} if link else {
+            n: os.getxattr(path, n, follow_symlinks=False) for n in os.listxattr(path, follow_symlinks=False)}
+        out[os.path.relpath(os.fsencode(path), os.fsencode(top))] = (
+            st.st_mode, st.st_uid, st.st_gid, st.st_size, None if link else st.st_mtime_ns, st.st_nlink, content,
+            xattrs, st.st_blocks)
     return out
 
 
