@@ -16,7 +16,7 @@ LAB_DISTRO ?= debian12
 COLLECTION_LINK := .build/collections/ansible_collections/streamcloud/platform
 STAGE := scripts/stage.sh
 # Parallel Molecule runs (scripts/molecule_all.py; never two runs of one scenario at once).
-export MOLECULE_JOBS ?= 2
+export MOLECULE_JOBS ?= 3
 # Where the stages of `make test` record their results for the closing table.
 export TEST_SUMMARY ?= $(CURDIR)/.build/test-summary.tsv
 

@@ -4,7 +4,7 @@
     scripts/molecule_all.py --distros "debian12 debian13" [--jobs 2] [--also NAME=COMMAND]... SCENARIO...
 
 - Runs are queued scenario by scenario, first distro first; up to --jobs run at once (env
-  MOLECULE_JOBS, default 2), never two runs of one scenario together (they share container names).
+  MOLECULE_JOBS, default 3), never two runs of one scenario together (they share container names).
 - A scenario whose driver is not docker (the moto-backed vpc scenario) runs once, on the first
   distro; a file molecule/<scenario>/distros limits a scenario to the distros it lists.
 - molecule/<scenario>/host-packages lists Debian packages this machine needs for the scenario's
@@ -185,7 +185,7 @@ def finish(run: Run, code: int) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--distros", required=True, help="space-separated distros")
-    parser.add_argument("--jobs", type=int, default=int(os.environ.get("MOLECULE_JOBS", "2")))
+    parser.add_argument("--jobs", type=int, default=int(os.environ.get("MOLECULE_JOBS", "3")))
     parser.add_argument("--also", action="append", default=[], metavar="NAME=COMMAND",
                         help="another check to run in the lanes (a shell command)")
     parser.add_argument("scenarios", nargs="+")
