@@ -6,9 +6,11 @@
 Data: about 1 GiB of mixed data generated once under /var/tmp/streamcloud-bench-backup/data-<size>m
 (text, logs, already-compressed media as random bytes), never in the repository.
 Target: a private sshd started by this script on 127.0.0.1:2222 (host key, keys and config in a
-temporary directory; stopped at the end). Our pipeline logs in with a key whose forced command is
-the real receiver (put, with SHA-256 verification on the far side); the baseline logs in
-with another key and uses plain scp. Same cipher, same machine, same data, alternating order.
+temporary directory; stopped at the end). Needs the Debian package openssh-server on the controller
+(/usr/sbin/sshd; the runner does not install it), and age for --encrypt. Our pipeline logs in with a
+key whose forced command is the real receiver (put, with SHA-256 verification on the far side); the
+baseline logs in with another key and uses plain scp. Same cipher, same machine, same data,
+alternating order.
 Rotation: 10,000 archives rotated by our rotate() against a naive `find -mtime +N -delete`.
 Results: printed as a Markdown table, and JSON in benchmarks/results/ (git-ignored).
 """

@@ -93,8 +93,8 @@ options:
     default: false
   recipients:
     description:
-      - age public keys (C(age1...)) or SSH public keys to encrypt the archive to, with C(age). The archive is then
-        C(<name>.age), and the plaintext is deleted once it is sealed.
+      - age public keys (C(age1...)) or SSH public keys to encrypt the archive to, with C(age), in the stream that
+        writes it. The archive is then C(<name>.age); no plaintext archive is written to disk.
       - Not set, the archive is not encrypted (the backup role sets it by default, from C(backup_age_recipients)).
     type: list
     elements: str

@@ -7,14 +7,18 @@ nodes, hard links, directory times, any file name). Its output passes through th
 the way to the compressor and is read once more, as a tar stream, by a parser that hashes every
 member and records what it is: the manifest (type, mode, owner, size, mtime, link target,
 xattrs, ACLs, SHA-256 of every file) describes exactly the bytes in the archive. It is appended as
-the last member, in place of GNU tar's end-of-archive blocks. The compressed bytes are written to
-``<name>.part``, hashed, and fed at the same time to the compressor's own integrity test
-(``gzip -t`` / ``zstd -t``); the file on disk is then hashed again and must match the stream that
-passed the test. Only then is it renamed to its final name and given a ``.sha256`` sidecar.
+the last member, in place of GNU tar's end-of-archive blocks. The compressed bytes are fed to the
+compressor's own integrity test (``gzip -t`` / ``zstd -t``) and, at the same time, written to
+``<name>.part``, hashed as they are written; the file on disk is then hashed again and must match
+the stream that passed the test. Only then is it renamed to its final name and given a ``.sha256``
+sidecar.
 
-With ``recipients`` (encryption on, the role's default), the tested archive is written under a
-hidden name (``.NAME``, never shipped) and sealed by backup_crypt: encrypted with age to
-``NAME.age``, signed by the source's key (``NAME.age.sig``); the plaintext is then deleted.
+With ``recipients`` (encryption on, the role's default), ``age`` sits in the same stream, between
+the compressor and the disk: what is written (and hashed, and checked on disk) is the ciphertext,
+``NAME.age.part``, while the integrity test still reads the compressed plaintext. The source signs
+the ciphertext's name and hash (crypt.sign, ``NAME.age.sig``) before the rename. No plaintext
+archive is ever written to disk, not even for a moment: a killed run, a full disk or a failed step
+leaves nothing in clear in the outbox.
 """
 
 from __future__ import annotations
@@ -31,7 +35,12 @@ import tempfile
 import threading
 
 from ansible_collections.streamcloud.platform.plugins.module_utils._backup.compressors import compressor_argv
-from ansible_collections.streamcloud.platform.plugins.module_utils._backup.crypt import SUFFIX, check_recipients, seal
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.crypt import (
+    SUFFIX,
+    age_argv,
+    check_sign_key,
+    sign,
+)
 from ansible_collections.streamcloud.platform.plugins.module_utils._backup.dumps import (
     check_dump_dir,
     resolve_dump_command,
@@ -40,6 +49,7 @@ from ansible_collections.streamcloud.platform.plugins.module_utils._backup.dumps
 from ansible_collections.streamcloud.platform.plugins.module_utils._backup.errors import BackupError
 from ansible_collections.streamcloud.platform.plugins.module_utils._backup.files import (
     CHUNK,
+    atomic_write_text,
     copy_hashed,
     fsync_dir,
     sha256_file,
@@ -55,7 +65,7 @@ from ansible_collections.streamcloud.platform.plugins.module_utils._backup.names
     printable,
     utcnow,
 )
-from ansible_collections.streamcloud.platform.plugins.module_utils._backup.sidecars import write_sidecar
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup.sidecars import signature_path, write_sidecar
 
 BLOCK = tarfile.BLOCKSIZE
 # GNU tar, one 512-byte block per record, so that its end-of-archive is exactly two zero blocks.
@@ -254,13 +264,9 @@ def create_archive(paths, dest, source, compression="gzip", compression_level=No
     if db_dump_command:
         check_dump_dir(dump_dir, dest, paths)
     compress, test = compressor_argv(compression, compression_level, threads)
-    if recipients is not None:
-        recipients = check_recipients(recipients)
-        if not sign_key:
-            raise BackupError("sign_key is not set: an encrypted archive is signed with the source's own SSH key "
-                              "(variable backup_sign_key)")
+    seal = None if recipients is None else (age_argv(recipients), check_sign_key(sign_key))
     when = now or utcnow()
-    name = archive_name(source, when, compression) + (SUFFIX if recipients else "")
+    name = archive_name(source, when, compression) + (SUFFIX if seal else "")
     final = os.path.join(dest, name)
     if os.path.exists(final):
         raise BackupError(f"{final} already exists: an archive with the same name was made in the same second")
@@ -289,36 +295,20 @@ def create_archive(paths, dest, source, compression="gzip", compression_level=No
         "dump_dir": dump_dir if db_dump_command else None, "databases": result["databases"],
         "files": {}, "skipped": [printable(p) for p in skipped], "warnings": [],
     }
-    if recipients:
-        plain = os.path.join(dest, "." + name[:-len(SUFFIX)])
-        _stream_to_disk(plain, entries, manifest, compress, test)
-        sealed = seal(plain, final, recipients, sign_key)
-        result.update(sha256=sealed["sha256"], size=sealed["size"], encrypted=True)
-    else:
-        result.update(_stream_to_disk(final, entries, manifest, compress, test))
+    result.update(_stream_to_disk(final, entries, manifest, compress, test, seal))
+    if seal:
+        result["encrypted"] = True
     result.update(files=sum(1 for e in manifest["files"].values() if e["type"] == "file"),
                   entries=len(manifest["files"]), skipped=manifest["skipped"], warnings=manifest["warnings"])
     return result
 
 
-def _leftover(entry):
-    """An archive's ``.part``, or a hidden plaintext (``.NAME``, ``.NAME.sha256``, ``.NAME.part``) that
-    a run killed before it sealed the archive left."""
-    if entry.startswith("."):
-        stem = entry[1:]
-        for suffix in (".part", ".sha256"):
-            stem = stem[:-len(suffix)] if stem.endswith(suffix) else stem
-        return bool(ARCHIVE_RE.match(stem))
-    return entry.endswith(".part") and bool(ARCHIVE_RE.match(entry[:-len(".part")]))
-
-
 def remove_leftovers(dest):
     """Deletes the ``<archive>.part`` files in the outbox that no live run holds (a run killed while
-    archiving leaves one), and hidden plaintexts a run killed before sealing left; returns their
-    names. One being written is locked by its writer and stays."""
+    archiving leaves one); returns their names. One being written is locked by its writer and stays."""
     removed = []
     for entry in sorted(os.listdir(dest)):
-        if not _leftover(entry):
+        if not (entry.endswith(".part") and ARCHIVE_RE.match(entry[:-len(".part")])):
             continue
         path = os.path.join(dest, entry)
         try:
@@ -343,11 +333,13 @@ def _refuse_empty(entries, paths, allow_empty):
                           "left out; fix paths/excludes (or allow an empty archive)")
 
 
-def _stream_to_disk(final, entries, manifest, compress, test):
+def _stream_to_disk(final, entries, manifest, compress, test, seal=None):
+    """GNU tar -> pump and parser -> compressor [-> age] -> ``final.part``, hashed while written; the
+    compressed stream is teed to the integrity test. ``seal``: (age's argv, the key that signs)."""
     part = final + ".part"
     errors = []
     with tempfile.TemporaryFile() as comp_err, tempfile.TemporaryFile() as test_err, \
-            tempfile.TemporaryFile() as tar_err:
+            tempfile.TemporaryFile() as tar_err, tempfile.TemporaryFile() as age_err:
         try:
             out = open(part, "wb")  # noqa: SIM115 - closed in the finally below
             # Held (a duplicate of out's descriptor) until the archive is published or discarded: a
@@ -356,34 +348,36 @@ def _stream_to_disk(final, entries, manifest, compress, test):
             fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             raise BackupError(f"cannot write {part}: {exc}") from exc
-        comp = tester = tar_proc = None
+        comp = tester = tar_proc = age = None
         try:
             comp = subprocess.Popen(compress, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=comp_err)  # noqa: S603 - argv list, no shell
             tester = subprocess.Popen(test, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=test_err)  # noqa: S603 - argv list, no shell
+            stream, tee, threads = comp.stdout, _Feed(tester.stdin), []
+            if seal:  # the compressed stream to the test and to age (a thread); age's output to disk (here)
+                age = subprocess.Popen(seal[0], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=age_err)  # noqa: S603 - argv list, no shell
+                threads.append(threading.Thread(target=_relay, args=(comp.stdout, tee, _Feed(age.stdin)), daemon=True))
+                stream = age.stdout
             tar_proc = subprocess.Popen(TAR_CREATE, stdin=subprocess.PIPE, stdout=subprocess.PIPE,  # noqa: S603 - argv list, no shell
                                         stderr=tar_err, env=dict(os.environ, LC_ALL="C.UTF-8"))
-            feeder = threading.Thread(target=_feed_names, args=(tar_proc.stdin, entries), daemon=True)
-            feeder.start()
-            writer = threading.Thread(target=_pump_with_warnings,
-                                      args=(tar_proc, comp.stdin, manifest, errors, tar_err), daemon=True)
-            writer.start()
-            sha256, size = copy_hashed(comp.stdout, out, _Feed(tester.stdin))
-            writer.join()
-            feeder.join()
-            with contextlib.suppress(BrokenPipeError):
-                tester.stdin.close()
-            comp_rc, test_rc = comp.wait(), tester.wait()
-            comp_err.seek(0)
-            comp_message = comp_err.read().decode(errors="replace").strip()
+            threads += [threading.Thread(target=_feed_names, args=(tar_proc.stdin, entries), daemon=True),
+                        threading.Thread(target=_pump_with_warnings,
+                                         args=(tar_proc, comp.stdin, manifest, errors, tar_err), daemon=True)]
+            for thread in threads:
+                thread.start()
+            sha256, size = copy_hashed(stream, out, None if seal else tee)
+            for thread in threads:
+                thread.join()
+            tee.close()
             out.flush()
             os.fsync(out.fileno())
             out.close()
-            if comp_rc != 0:
-                raise BackupError(f"{compress[0]} failed with exit code {comp_rc}: {comp_message}")
-            if test_rc != 0:
-                test_err.seek(0)
-                raise BackupError(f"integrity test ({' '.join(test)}) of the new archive failed: "
-                                  f"{test_err.read().decode(errors='replace').strip()}")
+            for proc, err, why in ((comp, comp_err, f"{compress[0]} failed"),
+                                   (tester, test_err, f"integrity test ({' '.join(test)}) of the new archive failed"),
+                                   (age, age_err, "age (encrypting to backup_age_recipients) failed")):
+                if proc is not None and proc.wait() != 0:
+                    err.seek(0)
+                    raise BackupError(f"{why} with exit code {proc.returncode}: "
+                                      f"{err.read().decode(errors='replace').strip()}")
             if errors:
                 raise BackupError(f"reading the files to archive failed: {errors[0]} "
                                   f"{'; '.join(manifest['warnings'][-5:])}".strip())
@@ -391,14 +385,16 @@ def _stream_to_disk(final, entries, manifest, compress, test):
             if on_disk != sha256:
                 raise BackupError(f"{part}: the file on disk does not match the stream that passed the integrity "
                                   "test (disk or file system error); the archive was discarded")
+            if seal:
+                atomic_write_text(signature_path(final), sign(os.path.basename(final), on_disk, seal[1]), mode=0o600)
             os.replace(part, final)
             write_sidecar(final, on_disk)
             fsync_dir(os.path.dirname(final))
         except OSError as exc:
-            _discard(part, out, comp, tester, tar_proc)
+            _discard(final, out, tar_proc, comp, tester, age)
             raise BackupError(f"writing {part} failed: {exc}; the archive was discarded") from exc
         except BaseException:
-            _discard(part, out, comp, tester, tar_proc)
+            _discard(final, out, tar_proc, comp, tester, age)
             raise
         finally:
             os.close(held)
@@ -406,17 +402,31 @@ def _stream_to_disk(final, entries, manifest, compress, test):
 
 
 class _Feed:
-    """Each block to the compressor's integrity test, until it stops reading (its exit code then says why)."""
+    """A program's standard input: each block until it stops reading (its exit code then says why)."""
 
     def __init__(self, stdin):
-        self.stdin = stdin
+        self.stdin, self.reading = stdin, True
 
     def __call__(self, block):
-        if self.stdin is not None:
+        if self.reading:
             try:
                 self.stdin.write(block)
             except BrokenPipeError:
-                self.stdin = None
+                self.reading = False
+
+    def close(self):
+        with contextlib.suppress(BrokenPipeError):
+            self.stdin.close()
+
+
+def _relay(source, *feeds):
+    """Thread body: the compressed archive to the integrity test and to age, to its end."""
+    with contextlib.suppress(OSError):  # the compressor was stopped: its exit code or the test says why
+        while block := source.read(CHUNK):
+            for feed in feeds:
+                feed(block)
+    for feed in feeds:
+        feed.close()
 
 
 def _feed_names(stdin, entries):
@@ -440,12 +450,14 @@ def _pump_with_warnings(tar_proc, sink, manifest, errors, tar_err):
         manifest["warnings"].extend(printable(line) for line in tar_err.read().splitlines() if line.strip())
 
 
-def _discard(part, out, comp, tester, tar_proc=None):
-    for proc in (tar_proc, comp, tester):
+def _discard(final, out, *procs):
+    """Stops the programs and deletes the ``.part`` and any signature: nothing of a failed run is left."""
+    for proc in procs:
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait()
     if not out.closed:
         out.close()
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(part)
+    for leftover in (final + ".part", signature_path(final)):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(leftover)

@@ -2,14 +2,15 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Encryption and signing at the source, with the maintained tools: age and OpenSSH's ssh-keygen.
 
-A finished archive is encrypted with ``age`` to the recipients (public keys; the private key is
-on no platform host) as ``NAME.age``, and the source signs one line, ``"NAME.age SHA256\\n"`` (the
-ciphertext's name and hash), with its own SSH key (``ssh-keygen -Y sign``, namespace
-``streamcloud-backup``) in ``NAME.age.sig``. The backup host stores and verifies the ciphertext's
-hash without any key. At restore, the controller checks the signature against the sources' public
-keys (an allowed-signers file) before anything is applied, so an archive rewritten on the backup
-host with a matching ``.sha256`` is refused; then the target decrypts with the identity from the
-vault (given on standard input, never written to disk). age authenticates what it decrypts.
+An archive is encrypted with ``age`` to the recipients (public keys; the private key is on no
+platform host) in the stream that writes it (archive.py), as ``NAME.age``; the source signs one
+line, ``"NAME.age SHA256\\n"`` (the ciphertext's name and hash), with its own SSH key
+(``ssh-keygen -Y sign``, namespace ``streamcloud-backup``) in ``NAME.age.sig``. The backup host
+stores and verifies the ciphertext's hash without any key. At restore, the controller checks the
+signature against the sources' public keys (an allowed-signers file) before anything is applied, so
+an archive rewritten on the backup host with a matching ``.sha256`` is refused; then the target
+decrypts with the identity from the vault (given on standard input, never written to disk). age
+authenticates what it decrypts.
 """
 
 from __future__ import annotations
@@ -17,23 +18,12 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import fcntl
 import os
 import re
 import shutil
 import subprocess
 
 from ansible_collections.streamcloud.platform.plugins.module_utils._backup.errors import BackupError
-from ansible_collections.streamcloud.platform.plugins.module_utils._backup.files import (
-    atomic_write_text,
-    copy_hashed,
-    fsync_dir,
-)
-from ansible_collections.streamcloud.platform.plugins.module_utils._backup.sidecars import (
-    sidecar_path,
-    signature_path,
-    write_sidecar,
-)
 
 NAMESPACE = "streamcloud-backup"
 SUFFIX = ".age"
@@ -59,63 +49,36 @@ def check_recipients(recipients) -> list:
     return [RECIPIENT_RE.match(r.strip()).group("key") for r in recipients]
 
 
+def age_argv(recipients) -> list:
+    """age's command line that encrypts standard input to the recipients (checked)."""
+    keys = check_recipients(recipients)
+    _need("age")
+    return ["age", "--encrypt"] + [word for key in keys for word in ("--recipient", key)]
+
+
 def _need(program):
     if shutil.which(program) is None:
         raise BackupError(f"{program} is not installed on this host (the backup role installs it)")
 
 
+def check_sign_key(key) -> str:
+    """The key that signs encrypted archives, checked before anything is written."""
+    if not key or not os.path.isfile(key):
+        raise BackupError(f"sign_key {key or '(not set)'} does not exist: an encrypted archive is signed with the "
+                          "source's own SSH key (variable backup_sign_key)")
+    _need("ssh-keygen")
+    return key
+
+
 def sign(name: str, sha256: str, key: str) -> str:
     """The armored SSH signature of statement(name, sha256) made with the private key ``key``."""
-    _need("ssh-keygen")
-    if not os.path.isfile(key):
-        raise BackupError(f"sign_key {key} does not exist: the source signs its archives with its own SSH key "
-                          "(variable backup_sign_key)")
     done = subprocess.run(["ssh-keygen", "-q", "-Y", "sign", "-f", key, "-n", NAMESPACE],  # noqa: S603, S607 - argv list
                           input=statement(name, sha256), capture_output=True, check=False)
     text = done.stdout.decode("ascii", errors="replace")
     if done.returncode != 0 or not text.startswith(SIGNATURE_BEGIN):
-        raise BackupError(f"ssh-keygen -Y sign with {key} failed: {done.stderr.decode(errors='replace').strip()}")
+        raise BackupError(f"ssh-keygen -Y sign with {key} failed (check backup_sign_key): "
+                          f"{done.stderr.decode(errors='replace').strip()}")
     return text
-
-
-def seal(plain: str, final: str, recipients, sign_key: str) -> dict:
-    """Encrypts the finished archive ``plain`` (with its .sha256) to ``final`` (``NAME.age``), writes
-    the ciphertext's .sha256 and .sig, then deletes the plaintext and its sidecar. Nothing is left
-    half done: the ciphertext is written to a locked ``.part`` (what remove_leftovers() deletes when
-    a run was killed) and renamed only once it is complete, hashed and signed."""
-    recipients = check_recipients(recipients)
-    _need("age")
-    part = final + ".part"
-    name = os.path.basename(final)
-    argv = ["age", "--encrypt"]
-    for recipient in recipients:
-        argv += ["--recipient", recipient]
-    try:
-        with open(part, "xb") as out:
-            fcntl.flock(out, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            with open(plain, "rb") as source:
-                proc = subprocess.Popen(argv, stdin=source, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # noqa: S603 - argv list
-                sha256, size = copy_hashed(proc.stdout, out)
-                err = proc.stderr.read().decode(errors="replace").strip()
-                proc.stdout.close()
-                proc.stderr.close()
-                if proc.wait() != 0:
-                    raise BackupError(f"age could not encrypt {os.path.basename(plain)}: {err}")
-            out.flush()
-            os.fsync(out.fileno())
-        atomic_write_text(signature_path(final), sign(name, sha256, sign_key), mode=0o600)
-        os.replace(part, final)
-        write_sidecar(final, sha256)
-    except BaseException:
-        for leftover in (part, signature_path(final)):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(leftover)
-        raise
-    for victim in (plain, sidecar_path(plain)):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(victim)
-    fsync_dir(os.path.dirname(os.path.abspath(final)))
-    return {"archive": final, "name": name, "sha256": sha256, "size": size, "encrypted": True}
 
 
 def pack_signature(text: str) -> str:

@@ -7,9 +7,12 @@ import hashlib
 import io
 import os
 import shutil
+import signal
 import subprocess
+import time
 
 import pytest
+from ansible_collections.streamcloud.platform.plugins.module_utils._backup import archive as ba
 from ansible_collections.streamcloud.platform.plugins.module_utils._backup import crypt as bc
 from ansible_collections.streamcloud.platform.plugins.module_utils._backup import receiver as rx
 from ansible_collections.streamcloud.platform.plugins.module_utils._backup import restore as rs
@@ -27,6 +30,7 @@ pytestmark = pytest.mark.skipif(shutil.which("age") is None or shutil.which("ssh
                                 reason="needs age and ssh-keygen (Debian packages age, openssh-client)")
 
 WHEN = datetime.datetime(2026, 11, 27, 2, 0, tzinfo=datetime.timezone.utc)
+NAME = "web1-20261127T020000Z.tar.gz.age"
 
 
 def keypair(path):
@@ -53,9 +57,24 @@ def verify_signature(signers, name, sha256, signature, principal="web1"):
                            "-s", sig], input=bc.statement(name, sha256), capture_output=True, check=False).returncode
 
 
-def sealed(tree, tmp_path, keys):
+def sealed(tree, tmp_path, keys, **extra):
     return create_archive([str(tree)], str(tmp_path / "outbox"), "web1", now=WHEN,
-                          recipients=[keys["recipient"]], sign_key=keys["sign_key"])
+                          recipients=[keys["recipient"]], sign_key=keys["sign_key"], **extra)
+
+
+@pytest.fixture
+def wrap(tmp_path, monkeypatch):
+    """wrap(program, body): a shell script named program, first on PATH ($REAL is the program it hides)."""
+    bindir = tmp_path / "wrapped-bin"
+    bindir.mkdir()
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+
+    def make(program, body):
+        script = bindir / program
+        script.write_text(f"#!/bin/sh\nREAL={shutil.which(program)}\n{body}\n")
+        script.chmod(0o755)
+
+    return make
 
 
 def test_an_archive_is_encrypted_signed_and_nothing_in_clear_is_left(tree, tmp_path, keys):
@@ -132,15 +151,100 @@ def test_bad_recipients_fail_before_anything_is_written(tree, tmp_path, keys, re
     assert not (tmp_path / "outbox").exists()
 
 
-def test_a_missing_sign_key_fails_and_leaves_no_plaintext(tree, tmp_path, keys):
+@pytest.mark.parametrize("sign_key", [None, "nokey"])
+def test_a_missing_sign_key_fails_before_anything_is_written(tree, tmp_path, keys, sign_key):
     with pytest.raises(BackupError, match=r"sign_key .* does not exist.*backup_sign_key"):
         create_archive([str(tree)], str(tmp_path / "outbox"), "web1", now=WHEN, recipients=[keys["recipient"]],
-                       sign_key=str(tmp_path / "nokey"))
-    left = os.listdir(tmp_path / "outbox")
-    # The tested plaintext waits under a hidden name (never shipped); the next run removes it.
-    assert all(name.startswith(".") for name in left), left
-    assert sorted(remove_leftovers(str(tmp_path / "outbox"))) == sorted(left)
+                       sign_key=sign_key and str(tmp_path / sign_key))
+    assert not (tmp_path / "outbox").exists()
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_no_plaintext_archive_is_ever_written_to_the_outbox(tree, tmp_path, keys, wrap, compression):
+    """age encrypts inside the stream: when it starts and once it has read the whole archive, the outbox
+    holds only the ciphertext being written (the version before wrote the tested plaintext to .NAME,
+    then encrypted that file)."""
+    outbox, seen = tmp_path / "outbox", tmp_path / "seen"
+    wrap("age", f'ls -A "{outbox}" > "{seen}.start"\n"$REAL" "$@"\nrc=$?\nls -A "{outbox}" > "{seen}.end"\nexit $rc')
+    made = sealed(tree, tmp_path, keys, compression=compression)
+    assert (tmp_path / "seen.start").read_text().split() == [made["name"] + ".part"]
+    assert (tmp_path / "seen.end").read_text().split() == [made["name"] + ".part"]
+    assert sorted(os.listdir(outbox)) == [made["name"], made["name"] + ".sha256", made["name"] + ".sig"]
+    with open(keys["identity"], "rb") as handle:
+        result = rs.restore(made["archive"], target=str(tmp_path / "restored"), identity=handle.read())
+    assert result["encrypted"] is True
+    assert (tmp_path / "restored" / str(tree).lstrip("/") / "etc" / "app.conf").read_text() == "listen 8080\n"
+
+
+STAGE_FAILURES = [
+    pytest.param("tar", 'cat >/dev/null; echo "tar: /data: Cannot open: Input/output error" >&2; exit 2',
+                 r"reading the files to archive failed: .*tar: /data: Cannot open: Input/output error", id="tar"),
+    pytest.param("pigz", 'cat >/dev/null; echo "pigz: write error (No space left on device)" >&2; exit 1',
+                 r"pigz failed with exit code 1: pigz: write error", id="compressor"),
+    pytest.param("gzip", 'if [ "$1" = -t ]; then cat >/dev/null; echo "gzip: stdin: crc error" >&2; exit 1; fi\n'
+                 'exec "$REAL" "$@"',
+                 r"integrity test \(gzip -t\) of the new archive failed with exit code 1: gzip: stdin: crc error",
+                 id="tester"),
+    pytest.param("age", 'head -c 4096 >/dev/null; echo "age: error: failed to write output" >&2; exit 1',
+                 r"age \(encrypting to backup_age_recipients\) failed with exit code 1: age: error: failed to write",
+                 id="age-mid-stream"),
+    pytest.param("ssh-keygen", 'echo "Couldn\'t sign message: agent refused operation" >&2; exit 255',
+                 r"ssh-keygen -Y sign with .* failed \(check backup_sign_key\): Couldn't sign message", id="signature"),
+]
+
+
+@pytest.mark.parametrize(("program", "body", "message"), STAGE_FAILURES)
+def test_a_failing_stage_leaves_nothing_behind(tree, tmp_path, keys, wrap, program, body, message):
+    """Whichever tool of the stream fails, the error names it, and the outbox is left empty: no .part,
+    no signature, nothing in clear."""
+    if shutil.which("pigz") is None:
+        pytest.skip("pigz not installed")
+    wrap(program, body)
+    with pytest.raises(BackupError, match=message):
+        sealed(tree, tmp_path, keys, threads=2)  # pigz compresses, gzip -t tests
     assert os.listdir(tmp_path / "outbox") == []
+
+
+@pytest.mark.parametrize("encrypted", [False, True])
+def test_a_file_on_disk_that_differs_from_the_stream_is_discarded(tree, tmp_path, keys, monkeypatch, encrypted):
+    def read_back_corrupted(path):  # the disk returns other bytes than were written
+        with open(path, "r+b") as handle:
+            handle.seek(100)
+            byte = handle.read(1)
+            handle.seek(100)
+            handle.write(bytes([byte[0] ^ 0xFF]))
+        return sha256_file(path)
+
+    monkeypatch.setattr(ba, "sha256_file", read_back_corrupted)
+    crypto = {"recipients": [keys["recipient"]], "sign_key": keys["sign_key"]} if encrypted else {}
+    with pytest.raises(BackupError, match="the file on disk does not match the stream that passed the integrity test"):
+        create_archive([str(tree)], str(tmp_path / "outbox"), "web1", now=WHEN, **crypto)
+    assert os.listdir(tmp_path / "outbox") == []
+
+
+def test_a_run_killed_while_encrypting_leaves_only_a_locked_part_the_next_run_removes(tree, tmp_path, keys, wrap):
+    ready, outbox = tmp_path / "age.pid", tmp_path / "outbox"
+    wrap("age", f'echo $$ > "{ready}.tmp"; mv "{ready}.tmp" "{ready}"; exec sleep 60')
+    child = os.fork()
+    if child == 0:  # the run that is killed mid-stream (age stalls)
+        try:
+            sealed(tree, tmp_path, keys)
+        finally:
+            os._exit(0)
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists():
+            assert time.monotonic() < deadline, "age was never started"
+            time.sleep(0.05)
+        assert os.listdir(outbox) == [NAME + ".part"]  # the ciphertext being written; nothing in clear
+        assert remove_leftovers(str(outbox)) == []  # its live writer holds it
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+        if ready.exists():
+            os.kill(int(ready.read_text()), signal.SIGKILL)
+    assert remove_leftovers(str(outbox)) == [NAME + ".part"]
+    assert os.listdir(outbox) == []
 
 
 def test_recipients_with_a_comment_are_accepted(keys):
