@@ -5,12 +5,13 @@
 
 Data: about 1 GiB of mixed data generated once under /var/tmp/streamcloud-bench-backup/data-<size>m
 (text, logs, already-compressed media as random bytes), never in the repository.
-Target: a private sshd started by this script on 127.0.0.1:2222 (host key, keys and config in a
+Target: a private sshd started by this script on a free port of 127.0.0.1 (host key, keys and config in a
 temporary directory; stopped at the end). Needs the Debian package openssh-server on the controller
 (/usr/sbin/sshd; the runner does not install it), and age for --encrypt. Our pipeline logs in with a
 key whose forced command is the real receiver (put, with SHA-256 verification on the far side); the
-baseline logs in with another key and uses plain scp. Same cipher, same machine, same data,
-alternating order.
+baseline logs in with another key and uses plain scp with OpenSSH's default cipher order; our
+transfer puts AES-GCM first (transfer.CIPHERS), and that choice is part of what is measured. Same
+machine, same data, alternating order.
 Rotation: 10,000 archives rotated by our rotate() against a naive `find -mtime +N -delete`.
 Results: printed as a Markdown table, and JSON in benchmarks/results/ (git-ignored).
 """
@@ -42,7 +43,16 @@ from ansible_collections.streamcloud.platform.plugins.module_utils._backup.rotat
 from ansible_collections.streamcloud.platform.plugins.module_utils._backup.transfer import Remote, ship  # noqa: E402
 
 BASE = Path("/var/tmp/streamcloud-bench-backup")
-PORT = 2222
+
+
+def free_port() -> int:
+    """A port nothing listens on now (a fixed one collided with the lab's SFTP port, 2222)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+PORT = free_port()
 WORDS = [
     "stream", "video", "audio", "live", "concert", "news", "morning", "channel", "player", "buffer", "segment",
     "the", "a", "of", "and", "to", "in", "is", "for", "on", "with", "as", "at", "by", "from", "this", "that",

@@ -7,6 +7,7 @@ import datetime
 import io
 import json
 import os
+import subprocess
 
 import pytest
 from ansible_collections.streamcloud.platform.plugins.module_utils._backup import receiver as rx
@@ -425,3 +426,14 @@ def test_receiver_settings_are_checked(tmp_path, content, message):
     path.write_text(json.dumps(content))
     with pytest.raises(BackupError, match=message):
         rx.load_settings(str(path))
+
+
+def test_ssh_prefers_aes_gcm_and_keeps_its_default_ciphers_behind(tmp_path):
+    """OpenSSH's own reading of the options the transfer passes (ssh -G connects nowhere)."""
+    key = tmp_path / "id_ed25519"
+    key.write_text("unused\n")
+    argv = Remote("backup", "bk-web1", identity_file=str(key)).argv
+    done = subprocess.run(["ssh", "-G", *argv[1:]], capture_output=True, text=True, check=True)
+    ciphers = next(line.split()[1] for line in done.stdout.splitlines() if line.startswith("ciphers "))
+    assert ciphers.split(",")[:2] == ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com"]
+    assert "chacha20-poly1305@openssh.com" in ciphers.split(",")
