@@ -12,7 +12,8 @@ version_added: "0.1.0"
 description:
   - Sends every finished archive of an outbox (or one archive) to the central backup host. On the wire, for each
     archive not yet shipped (oldest first), one SSH session made by the OpenSSH client (C(ssh -T), O(identity_file)
-    only, C(BatchMode=yes), O(known_hosts_file) with O(strict_host_key_checking)) runs the remote command
+    only, C(BatchMode=yes), O(known_hosts_file) with O(strict_host_key_checking), AES-GCM ahead of OpenSSH's default
+    cipher order) runs the remote command
     C(put NAME SIZE SHA256 [SIG]) and sends the archive's bytes on that session's standard input. SIG is the
     source's signature of an encrypted C(.age) archive, one base64 word. Neither the scp nor the sftp protocol is
     used; the backup host refuses both.
