@@ -43,8 +43,9 @@ class Unreachable(BackupError):
 
 
 # AES-GCM ahead of OpenSSH's default order (chacha20-poly1305 first), the rest of that order kept
-# behind it ("^"): every EC2 instance type has AES instructions, with which AES-GCM moves an archive
-# with less CPU (benchmarks/RESULTS.md, backup); a server that allows neither still negotiates.
+# behind it ("^"): current EC2 processors (Intel, AMD, Graviton) have AES instructions, with which
+# AES-GCM moves an archive with less CPU (benchmarks/RESULTS.md, backup); a server that allows
+# neither still negotiates.
 CIPHERS = "^aes128-gcm@openssh.com,aes256-gcm@openssh.com"
 
 
