@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import sys
 import zlib
@@ -124,12 +125,15 @@ def gzip_members():
 
 
 @pytest.fixture
-def failing_gzip(tmp_path):
-    """Programs named gzip and pigz (in their own directory) that read their input, report a full disk and exit 3."""
-    bindir = tmp_path / "failing-bin"
+def wrap(tmp_path, monkeypatch):
+    """wrap(program, body): a shell script named program, first on PATH ($REAL is the program it hides)."""
+    bindir = tmp_path / "wrapped-bin"
     bindir.mkdir()
-    for name in ("gzip", "pigz"):
-        program = bindir / name
-        program.write_text("#!/bin/sh\ncat >/dev/null\necho 'gzip: No space left on device' >&2\nexit 3\n")
-        program.chmod(0o755)
-    return bindir / "gzip"
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+
+    def make(program, body):
+        script = bindir / program
+        script.write_text(f"#!/bin/sh\nREAL={shutil.which(program)}\n{body}\n")
+        script.chmod(0o755)
+
+    return make

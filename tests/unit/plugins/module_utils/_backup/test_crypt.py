@@ -62,21 +62,6 @@ def sealed(tree, tmp_path, keys, **extra):
                           recipients=[keys["recipient"]], sign_key=keys["sign_key"], **extra)
 
 
-@pytest.fixture
-def wrap(tmp_path, monkeypatch):
-    """wrap(program, body): a shell script named program, first on PATH ($REAL is the program it hides)."""
-    bindir = tmp_path / "wrapped-bin"
-    bindir.mkdir()
-    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
-
-    def make(program, body):
-        script = bindir / program
-        script.write_text(f"#!/bin/sh\nREAL={shutil.which(program)}\n{body}\n")
-        script.chmod(0o755)
-
-    return make
-
-
 def test_an_archive_is_encrypted_signed_and_nothing_in_clear_is_left(tree, tmp_path, keys):
     made = sealed(tree, tmp_path, keys)
     assert made["name"] == "web1-20261127T020000Z.tar.gz.age" and made["encrypted"] is True
