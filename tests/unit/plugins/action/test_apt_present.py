@@ -17,7 +17,7 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 pytestmark = pytest.mark.skipif(shutil.which("dpkg-query") is None, reason="needs dpkg-query (Debian/Ubuntu)")
 
 
-def play(tmp_path, args, check=False, python=sys.executable):
+def play(tmp_path, args, check=False, python=sys.executable, env_extra=None):
     task = {"name": "Packages", "streamcloud.platform.apt_present": args, "register": "r"}
     show = {"name": "Result", "ansible.builtin.debug": {"msg": "RESULT={{ r | to_json }}"}}
     playbook = [{"name": "apt_present", "hosts": "localhost", "connection": "local", "gather_facts": False,
@@ -26,7 +26,7 @@ def play(tmp_path, args, check=False, python=sys.executable):
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
     env.update(ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1", ANSIBLE_FACT_CACHING="memory",
                ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"), ANSIBLE_STRATEGY="linear",
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **(env_extra or {}))
     argv = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", "-e",
             f"ansible_python_interpreter={python}", str(tmp_path / "play.yml")] + (["--check"] if check else [])
     out = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
@@ -53,6 +53,17 @@ def test_only_the_missing_package_reaches_apt(tmp_path):
     assert result["missing"] == ["streamcloud-no-such-package"], text
     assert result.get("failed") is True, text
     assert "streamcloud-no-such-package" in result["msg"] and "bash" not in result["msg"], text
+
+
+def test_without_pipelining_no_temporary_directory_is_left(tmp_path):
+    if subprocess.run([SYSTEM_PYTHON, "-c", "import apt"], check=False).returncode != 0:
+        pytest.skip("the system Python has no python3-apt")
+    remote = tmp_path / "remote-tmp"
+    result, text = play(tmp_path, {"name": ["streamcloud-no-such-package"]}, check=True, python=SYSTEM_PYTHON,
+                        env_extra={"ANSIBLE_PIPELINING": "false", "ANSIBLE_REMOTE_TMP": str(remote)})
+    assert result["missing"] == ["streamcloud-no-such-package"], text
+    assert remote.is_dir(), text  # apt's module was copied there
+    assert list(remote.iterdir()) == [], text
 
 
 @pytest.mark.parametrize(("args", "message"), [
