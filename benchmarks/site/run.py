@@ -14,7 +14,8 @@ scratch directory. Per configuration and pair:
 - no-op:  lab.yml again on the converged containers (the recap must show changed=0 everywhere).
 
 Configurations:
-- project:  the repository's ansible.cfg (forks 20, pipelining, jsonfile fact cache, gathering smart);
+- project:  the repository's ansible.cfg (mitogen's linear strategy, forks 20, pipelining, jsonfile fact cache,
+            gathering smart);
 - defaults: Ansible's defaults (forks 5, no pipelining, no fact cache, facts gathered by every play),
             with only the collection path set.
 --noop-only times only the no-op re-run, on the converged hosts of --inventory (a lab that is up:
