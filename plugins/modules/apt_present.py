@@ -38,16 +38,20 @@ options:
 attributes:
   action:
     support: full
+    description: Runs as an action plugin; the C(dpkg-query) call and M(ansible.builtin.apt) run on the host.
   async:
     support: none
+    description: Cannot run in the background.
   check_mode:
     support: full
     description: dpkg's database is read in check mode too; M(ansible.builtin.apt) then reports what it would install.
   diff_mode:
     support: none
+    description: Shows no diff.
   platform:
     platforms: debian
     support: full
+    description: Debian and Ubuntu hosts (dpkg and apt).
 notes:
   - Implemented as an action plugin; the module itself only documents it.
 seealso:
