@@ -304,8 +304,26 @@ def create_archive(paths, dest, source, compression="gzip", compression_level=No
 
 
 def remove_leftovers(dest):
-    """Deletes the ``<archive>.part`` files in the outbox that no live run holds (a run killed while
-    archiving leaves one); returns their names. One being written is locked by its writer and stays."""
+    """Deletes what killed runs left in the outbox; returns the names deleted.
+
+    - ``<archive>.part`` files no live run holds (a run killed while archiving leaves one). One being
+      written is locked by its writer and stays.
+    - ``<archive>.sig`` files whose archive is neither there nor being written (a run killed between
+      signing and the rename leaves one; a signature of no archive protects nothing).
+    """
+    removed = _remove_unheld_parts(dest)
+    for entry in sorted(os.listdir(dest)):
+        if not (entry.endswith(".sig") and ARCHIVE_RE.match(entry[:-len(".sig")])):
+            continue
+        archive = os.path.join(dest, entry[:-len(".sig")])
+        if not os.path.lexists(archive) and not os.path.lexists(archive + ".part"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(dest, entry))
+                removed.append(entry)
+    return sorted(removed)
+
+
+def _remove_unheld_parts(dest):
     removed = []
     for entry in sorted(os.listdir(dest)):
         if not (entry.endswith(".part") and ARCHIVE_RE.match(entry[:-len(".part")])):

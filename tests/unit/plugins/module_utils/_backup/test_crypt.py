@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import fcntl
 import hashlib
 import io
 import os
@@ -230,6 +231,29 @@ def test_a_run_killed_while_encrypting_leaves_only_a_locked_part_the_next_run_re
             os.kill(int(ready.read_text()), signal.SIGKILL)
     assert remove_leftovers(str(outbox)) == [NAME + ".part"]
     assert os.listdir(outbox) == []
+
+
+def test_a_signature_left_without_its_archive_is_removed_by_the_next_run(tmp_path):
+    """A run killed after signing and before the rename left NAME.sig beside an unlocked NAME.part;
+    a signature whose archive is there, or is still being written (locked .part), stays."""
+    outbox = tmp_path / "outbox"
+    outbox.mkdir()
+    killed, kept, writing = NAME, NAME.replace("web1", "web2"), NAME.replace("web1", "web3")
+    (outbox / (killed + ".part")).write_bytes(b"ciphertext")
+    (outbox / (killed + ".sig")).write_text("signature")
+    (outbox / kept).write_bytes(b"ciphertext")
+    (outbox / (kept + ".sig")).write_text("signature")
+    (outbox / (writing + ".part")).write_bytes(b"ciphertext")
+    (outbox / (writing + ".sig")).write_text("signature")
+    alone = NAME.replace("web1", "web4") + ".sig"
+    (outbox / alone).write_text("signature")
+    held = os.open(outbox / (writing + ".part"), os.O_RDONLY)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert remove_leftovers(str(outbox)) == sorted([killed + ".part", killed + ".sig", alone])
+    finally:
+        os.close(held)
+    assert sorted(os.listdir(outbox)) == sorted([kept, kept + ".sig", writing + ".part", writing + ".sig"])
 
 
 def test_recipients_with_a_comment_are_accepted(keys):
