@@ -46,7 +46,7 @@ class ActionModule(ActionBase):
 
         # Read-only, so it runs in check mode too: that is what lets check mode say what would change.
         query = self._low_level_execute_command(dpkg.query_command(names))
-        # dpkg-query exits 1 when it knows none of some names; any other failure means no answer.
+        # dpkg-query exits 1 when it does not know some of the names; any other exit code means no answer.
         if query["rc"] not in (0, 1):
             raise AnsibleActionFail(f"apt_present: dpkg-query failed (rc {query['rc']}): "
                                     f"{query.get('stderr', '').strip() or query.get('stdout', '').strip()}")
