@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import stat
+import subprocess
 import sys
 import zlib
 from pathlib import Path
@@ -137,3 +138,25 @@ def wrap(tmp_path, monkeypatch):
         script.chmod(0o755)
 
     return make
+
+
+@pytest.fixture
+def localhost_playbook(tmp_path):
+    """localhost_playbook(playbook, *args, python=..., env=None) -> (CompletedProcess, output): one real
+    ansible-playbook run of `playbook` (YAML text, or a list dumped as JSON) against localhost, with the
+    project's ansible.cfg, facts kept in memory only, and `env` added to the environment."""
+
+    def run(playbook, *args, python=sys.executable, env=None):
+        path = tmp_path / "play.yml"
+        path.write_text(playbook if isinstance(playbook, str) else json.dumps(playbook))
+        bindir = Path(sys.executable).parent
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
+        environ.update(ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1", ANSIBLE_FACT_CACHING="memory",
+                       ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"), PATH=f"{bindir}{os.pathsep}{os.environ['PATH']}",
+                       **(env or {}))
+        argv = [str(bindir / "ansible-playbook"), "-i", "localhost,", "-e", f"ansible_python_interpreter={python}",
+                str(path), *args]
+        result = subprocess.run(argv, cwd=tmp_path, env=environ, capture_output=True, text=True, check=False)
+        return result, result.stdout + result.stderr
+
+    return run

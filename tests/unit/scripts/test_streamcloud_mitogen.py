@@ -3,8 +3,6 @@ mitogen installed the tasks run in mitogen's interpreter; without it the play st
 linear strategy, and one warning says why. Real ansible-playbook runs against localhost."""
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -28,39 +26,26 @@ PLAYBOOK = """\
 WARNING = "mitogen cannot be used here"
 
 
-def play(tmp_path, extra_pythonpath=None):
-    (tmp_path / "play.yml").write_text(PLAYBOOK)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
-    env.update(ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
-               ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"), ANSIBLE_FACT_CACHING="memory",
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    if extra_pythonpath:
-        env["PYTHONPATH"] = os.pathsep.join([str(extra_pythonpath), env.get("PYTHONPATH", "")])
-    argv = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,",
-            "-e", f"ansible_python_interpreter={sys.executable}", str(tmp_path / "play.yml")]
-    result = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
-    return result, result.stdout + result.stderr
-
-
 def test_the_project_config_names_the_plugin():
     cfg = (ROOT / "ansible.cfg").read_text()
     assert "strategy = streamcloud_mitogen" in cfg
     assert "strategy_plugins = scripts/strategy" in cfg
 
 
-def test_with_mitogen_the_task_runs_in_its_interpreter(tmp_path):
+def test_with_mitogen_the_task_runs_in_its_interpreter(localhost_playbook):
     pytest.importorskip("ansible_mitogen")
-    result, out = play(tmp_path)
+    result, out = localhost_playbook(PLAYBOOK)
     assert result.returncode == 0, out
     assert WARNING not in out
     assert "CMDLINE=" in out and "mitogen" in out.split("CMDLINE=", 1)[1].splitlines()[0], out
 
 
-def test_without_mitogen_the_play_runs_on_ansible_linear_and_says_why(tmp_path):
+def test_without_mitogen_the_play_runs_on_ansible_linear_and_says_why(tmp_path, localhost_playbook):
     hidden = tmp_path / "hide"
     (hidden / "ansible_mitogen").mkdir(parents=True)
     (hidden / "ansible_mitogen" / "__init__.py").write_text("raise ImportError('hidden by the test')\n")
-    result, out = play(tmp_path, extra_pythonpath=hidden)
+    result, out = localhost_playbook(
+        PLAYBOOK, env={"PYTHONPATH": os.pathsep.join([str(hidden), os.environ.get("PYTHONPATH", "")])})
     assert result.returncode == 0, out
     assert WARNING in out and "hidden by the test" in out and "ANSIBLE_STRATEGY=linear" in out, out
     line = out.split("CMDLINE=", 1)[1].splitlines()[0]

@@ -3,64 +3,59 @@ when every package is installed, apt for the missing ones only, and bad input re
 runs. apt itself is only reached in check mode (nothing is installed on this machine)."""
 
 import json
-import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[4]
 SYSTEM_PYTHON = "/usr/bin/python3"
 
 pytestmark = pytest.mark.skipif(shutil.which("dpkg-query") is None, reason="needs dpkg-query (Debian/Ubuntu)")
 
 
-def play(tmp_path, args, check=False, python=sys.executable, env_extra=None):
-    task = {"name": "Packages", "streamcloud.platform.apt_present": args, "register": "r"}
-    show = {"name": "Result", "ansible.builtin.debug": {"msg": "RESULT={{ r | to_json }}"}}
-    playbook = [{"name": "apt_present", "hosts": "localhost", "connection": "local", "gather_facts": False,
-                 "tasks": [{"block": [task], "always": [show]}]}]
-    (tmp_path / "play.yml").write_text(json.dumps(playbook))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
-    env.update(ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1", ANSIBLE_FACT_CACHING="memory",
-               ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"), ANSIBLE_STRATEGY="linear",
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **(env_extra or {}))
-    argv = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", "-e",
-            f"ansible_python_interpreter={python}", str(tmp_path / "play.yml")] + (["--check"] if check else [])
-    out = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
-    text = out.stdout + out.stderr
-    line = next((ln for ln in text.splitlines() if '"msg": "RESULT=' in ln), None)
-    assert line is not None, text
-    return json.loads(json.loads("{" + line.strip().rstrip(",") + "}")["msg"][len("RESULT="):]), text
+@pytest.fixture
+def play(localhost_playbook):
+    """play(args, check=False, python=..., env=None) -> (the task's result, the run's output)."""
+
+    def run(args, check=False, python=sys.executable, env=None):
+        task = {"name": "Packages", "streamcloud.platform.apt_present": args, "register": "r"}
+        show = {"name": "Result", "ansible.builtin.debug": {"msg": "RESULT={{ r | to_json }}"}}
+        playbook = [{"name": "apt_present", "hosts": "localhost", "connection": "local", "gather_facts": False,
+                     "tasks": [{"block": [task], "always": [show]}]}]
+        _, text = localhost_playbook(playbook, *(["--check"] if check else []), python=python,
+                                     env={"ANSIBLE_STRATEGY": "linear", **(env or {})})
+        line = next((ln for ln in text.splitlines() if '"msg": "RESULT=' in ln), None)
+        assert line is not None, text
+        return json.loads(json.loads("{" + line.strip().rstrip(",") + "}")["msg"][len("RESULT="):]), text
+
+    return run
 
 
 @pytest.mark.parametrize("check", [False, True])
-def test_all_installed_is_a_no_op_without_apt(tmp_path, check):
+def test_all_installed_is_a_no_op_without_apt(play, check):
     # Only the path that never calls apt returns this message (apt's result has none of it).
-    result, text = play(tmp_path, {"name": ["bash", "coreutils"]}, check=check)
+    result, text = play({"name": ["bash", "coreutils"]}, check=check)
     assert result.get("failed") is not True, text
     assert result["changed"] is False and result["missing"] == [], text
     assert result["msg"] == "all packages are installed" and "cache_updated" not in result, text
 
 
-def test_only_the_missing_package_reaches_apt(tmp_path):
+def test_only_the_missing_package_reaches_apt(play):
     if subprocess.run([SYSTEM_PYTHON, "-c", "import apt"], check=False).returncode != 0:
         pytest.skip("the system Python has no python3-apt")
-    result, text = play(tmp_path, {"name": ["bash", "streamcloud-no-such-package"]}, check=True,
-                        python=SYSTEM_PYTHON)
+    result, text = play({"name": ["bash", "streamcloud-no-such-package"]}, check=True, python=SYSTEM_PYTHON)
     assert result["missing"] == ["streamcloud-no-such-package"], text
     assert result.get("failed") is True, text
     assert "streamcloud-no-such-package" in result["msg"] and "bash" not in result["msg"], text
 
 
-def test_without_pipelining_no_temporary_directory_is_left(tmp_path):
+def test_without_pipelining_no_temporary_directory_is_left(play, tmp_path):
     if subprocess.run([SYSTEM_PYTHON, "-c", "import apt"], check=False).returncode != 0:
         pytest.skip("the system Python has no python3-apt")
     remote = tmp_path / "remote-tmp"
-    result, text = play(tmp_path, {"name": ["streamcloud-no-such-package"]}, check=True, python=SYSTEM_PYTHON,
-                        env_extra={"ANSIBLE_PIPELINING": "false", "ANSIBLE_REMOTE_TMP": str(remote)})
+    result, text = play({"name": ["streamcloud-no-such-package"]}, check=True, python=SYSTEM_PYTHON,
+                        env={"ANSIBLE_PIPELINING": "false", "ANSIBLE_REMOTE_TMP": str(remote)})
     assert result["missing"] == ["streamcloud-no-such-package"], text
     assert remote.is_dir(), text  # apt's module was copied there
     assert list(remote.iterdir()) == [], text
@@ -74,7 +69,7 @@ def test_without_pipelining_no_temporary_directory_is_left(tmp_path):
     ({"name": ["bash"], "install_recommends": "maybe"}, "install_recommends must be true or false"),
     ({"name": ["bash"], "state": "latest"}, "state"),
 ])
-def test_bad_input_is_refused_with_what_to_fix(tmp_path, args, message):
-    result, text = play(tmp_path, args)
+def test_bad_input_is_refused_with_what_to_fix(play, args, message):
+    result, text = play(args)
     assert result.get("failed") is True, text
     assert message in result["msg"], text
