@@ -387,3 +387,13 @@ def test_no_password_in_any_ansible_output(ansible_log):
     converged = [run for run in ansible_log.before_verify() if "Converge" in run.plays and not run.check_mode]
     assert converged, f"no run of converge.yml before verify in {ansible_log.path}"
     ansible_log.assert_no_secret({f"postgresql_users[{name}].password": pw for name, pw in PASSWORDS.items()})
+
+
+def test_no_deprecated_option_of_community_postgresql_is_used(ansible_log):
+    """The role passes the modules' own option names (login_db), not the db/database aliases that
+    community.postgresql 4.x deprecates: converge, idempotence and check print no such warning."""
+    runs = [run for run in ansible_log.before_verify() if "Converge" in run.plays]
+    assert runs, f"no run of converge.yml before verify in {ansible_log.path}"
+    deprecated = [line for run in runs for line in run.lines
+                  if "DEPRECATION WARNING" in line and "community.postgresql" in line]
+    assert not deprecated, "\n".join(deprecated)
