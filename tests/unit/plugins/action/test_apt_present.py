@@ -23,8 +23,8 @@ def play(localhost_playbook):
         show = {"name": "Result", "ansible.builtin.debug": {"msg": "RESULT={{ r | to_json }}"}}
         playbook = [{"name": "apt_present", "hosts": "localhost", "connection": "local", "gather_facts": False,
                      "tasks": [{"block": [task], "always": [show]}]}]
-        _, text = localhost_playbook(playbook, *(["--check"] if check else []), python=python,
-                                     env={"ANSIBLE_STRATEGY": "linear", **(env or {})})
+        text = localhost_playbook(playbook, *(["--check"] if check else []), python=python,
+                                  env={"ANSIBLE_STRATEGY": "linear", **(env or {})})[1]
         line = next((ln for ln in text.splitlines() if '"msg": "RESULT=' in ln), None)
         assert line is not None, text
         return json.loads(json.loads("{" + line.strip().rstrip(",") + "}")["msg"][len("RESULT="):]), text
