@@ -22,3 +22,16 @@ def test_lab_ports_are_the_vpc_rules_variables():
     assert ftp["vpc_sftp_port"] == "{{ proftpd_sftp_port }}"
     assert ftp["vpc_ftp_passive_ports"] == "{{ proftpd_passive_ports }}"
     assert ftp["vpc_ftp_web_client_port"] == "{{ proftpd_webclient_port }}"
+
+
+def test_docker_hosts_name_their_python():
+    """Over a docker connection mitogen looks for Python again before every task (a shell per
+    candidate in the container) unless the interpreter is named: each task took 3x as long
+    (benchmarks/RESULTS.md, section site). The lab (and the site scenario and the benchmark, which
+    read this inventory) and every Molecule scenario name it."""
+    lab = yaml.safe_load((ROOT / "inventories/lab/hosts.yml").read_text())["all"]["vars"]
+    assert lab["ansible_connection"] == "community.docker.docker"
+    assert lab["ansible_python_interpreter"] == "/usr/bin/python3"
+    molecule = yaml.safe_load((ROOT / ".config/molecule/config.yml").read_text())
+    assert molecule["driver"]["name"] == "docker"
+    assert molecule["provisioner"]["config_options"]["defaults"]["interpreter_python"] == "/usr/bin/python3"
