@@ -9,8 +9,14 @@ interpreter per host for the whole run and runs each module in it, instead of st
 
 - mitogen takes over connections by their short names (`ssh`, `docker`, `local`). The lab's inventory
   and Molecule's docker driver name the docker connection `community.docker.docker`, which mitogen
-  would leave alone, so that name is mapped to `docker` before mitogen's own lookup. Nothing else of
-  mitogen's behaviour is changed.
+  would leave alone, so that name is mapped to `docker` before mitogen's own lookup.
+- mitogen pins its multiplexer to CPU 0 and, on a machine of two or three CPUs, Ansible's own process
+  and every worker to one other CPU: the whole controller then shares one CPU while the rest wait (on
+  this project's 2-CPU machines a no-op run of the lab took 1.15x as long; benchmarks/RESULTS.md,
+  section site). Below four CPUs the plugin leaves the placement to the kernel. From four CPUs up
+  mitogen spreads the workers and its placement is kept. STREAMCLOUD_MITOGEN_PIN_CPUS=1 keeps mitogen's
+  placement on any machine, =0 turns it off on any machine. Nothing else of mitogen's behaviour is
+  changed.
 - Where mitogen is not installed, or refuses this ansible-core, the run goes on with Ansible's own
   linear strategy (same results, slower) and one warning says why. `ANSIBLE_STRATEGY=linear` chooses
   Ansible's strategy outright.
@@ -18,10 +24,25 @@ interpreter per host for the whole run and runs each module in it, instead of st
 
 from __future__ import annotations
 
+import os
+
 from ansible.errors import AnsibleError
 from ansible.utils.display import Display
 
 FQCN_TO_SHORT = {"community.docker.docker": "docker"}
+PIN_CPUS = "STREAMCLOUD_MITOGEN_PIN_CPUS"
+
+
+def pin_cpus(environ=os.environ, cpu_count=None) -> bool:
+    """Whether mitogen's CPU placement is kept: STREAMCLOUD_MITOGEN_PIN_CPUS=1 or 0, else from four CPUs up."""
+    setting = environ.get(PIN_CPUS, "")
+    if setting in ("0", "1"):
+        return setting == "1"
+    if setting:
+        raise AnsibleError(f"{PIN_CPUS}={setting!r}: set it to 1 (keep mitogen's CPU placement) or 0 (leave it "
+                           "to the kernel), or unset it (kept from four CPUs up)")
+    return (cpu_count or os.cpu_count() or 1) >= 4
+
 
 try:
     import ansible_mitogen.loaders
@@ -55,6 +76,12 @@ else:
             return _mitogen_get(FQCN_TO_SHORT.get(name, name), *args, **kwargs)
 
         mitogen_strategy.wrap_connection_loader__get_with_context = _get_with_context
+
+    if not pin_cpus():
+        import ansible_mitogen.affinity
+
+        # Read by mitogen when its multiplexer, Ansible's process and each worker start; the base class places nothing.
+        ansible_mitogen.affinity.policy = ansible_mitogen.affinity.Policy()
 
     _Base = ansible_mitogen.loaders.strategy_loader.get("linear", class_only=True)
 
