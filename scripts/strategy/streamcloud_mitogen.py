@@ -12,7 +12,7 @@ interpreter per host for the whole run and runs each module in it, instead of st
   would leave alone, so that name is mapped to `docker` before mitogen's own lookup.
 - mitogen pins its multiplexer to CPU 0 and, on a machine of two or three CPUs, Ansible's own process
   and every worker to one other CPU: the whole controller then shares one CPU while the rest wait (on
-  this project's 2-CPU machines a no-op run of the lab took 1.15x as long; benchmarks/RESULTS.md,
+  this project's 2-CPU machines a no-op run of the lab took 1.23x as long; benchmarks/RESULTS.md,
   section site). Below four CPUs the plugin leaves the placement to the kernel. From four CPUs up
   mitogen spreads the workers and its placement is kept. STREAMCLOUD_MITOGEN_PIN_CPUS=1 keeps mitogen's
   placement on any machine, =0 turns it off on any machine. Nothing else of mitogen's behaviour is
