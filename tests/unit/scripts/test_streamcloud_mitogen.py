@@ -56,6 +56,12 @@ def plugin():
     return module
 
 
+def allowed_cpus():
+    """The CPUs this process may run on, as /proc writes them (0-1)."""
+    with open("/proc/self/status") as status:
+        return next(line for line in status if line.startswith("Cpus_allowed_list")).split(":", 1)[1].strip()
+
+
 def cpus(out):
     """The CPU list the debug task printed (its tab is escaped in the JSON Ansible prints)."""
     return re.search(r"CPUS=Cpus_allowed_list:(?:\\t|\s)*([0-9,-]+)", out).group(1)
@@ -106,9 +112,7 @@ def test_unpinned_workers_may_run_on_every_cpu(localhost_playbook):
     pytest.importorskip("ansible_mitogen")
     result, out = localhost_playbook(AFFINITY_PLAYBOOK, env={"STREAMCLOUD_MITOGEN_PIN_CPUS": "0"})
     assert result.returncode == 0, out
-    with open("/proc/self/status") as status:
-        mine = next(line for line in status if line.startswith("Cpus_allowed_list")).split(":", 1)[1].strip()
-    assert cpus(out) == mine, out
+    assert cpus(out) == allowed_cpus(), out
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one CPU: nothing to pin")
@@ -117,3 +121,21 @@ def test_pinned_workers_run_on_one_cpu(localhost_playbook):
     result, out = localhost_playbook(AFFINITY_PLAYBOOK, env={"STREAMCLOUD_MITOGEN_PIN_CPUS": "1"})
     assert result.returncode == 0, out
     assert cpus(out).isdigit(), out
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) >= 4, reason="from four CPUs up mitogen's placement is kept")
+def test_below_four_cpus_the_workers_are_not_pinned_unless_asked(localhost_playbook):
+    pytest.importorskip("ansible_mitogen")
+    if "STREAMCLOUD_MITOGEN_PIN_CPUS" in os.environ:
+        pytest.skip("STREAMCLOUD_MITOGEN_PIN_CPUS is set in this environment")
+    result, out = localhost_playbook(AFFINITY_PLAYBOOK)
+    assert result.returncode == 0, out
+    assert cpus(out) == allowed_cpus(), out
+
+
+def test_ansible_stops_on_a_bad_pin_setting_with_what_to_set(localhost_playbook):
+    pytest.importorskip("ansible_mitogen")
+    result, out = localhost_playbook(AFFINITY_PLAYBOOK, env={"STREAMCLOUD_MITOGEN_PIN_CPUS": "yes"})
+    assert result.returncode != 0, out
+    assert "STREAMCLOUD_MITOGEN_PIN_CPUS='yes': set it to 1" in out, out
+    assert "CPUS=Cpus_allowed_list" not in out, out
