@@ -26,7 +26,7 @@ def test_lab_ports_are_the_vpc_rules_variables():
 
 def test_docker_hosts_name_their_python():
     """Over a docker connection mitogen looks for Python again before every task (a shell per
-    candidate in the container) unless the interpreter is named: each task took 3x as long
+    candidate in the container) unless the interpreter is named: each task took 3.7x as long
     (benchmarks/RESULTS.md, section site). The lab (and the site scenario and the benchmark, which
     read this inventory) and every Molecule scenario name it."""
     lab = yaml.safe_load((ROOT / "inventories/lab/hosts.yml").read_text())["all"]["vars"]
