@@ -12,6 +12,7 @@ run and, per lever, the ratio of its mean to the base's.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import re
 import subprocess
@@ -22,6 +23,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / ".venv" / "bin"
 CHANGED = re.compile(r"^\S+\s+: ok=\d+\s+changed=(\d+)", re.MULTILINE)
+# The loop that takes turns and prints the ratios is benchmarks/tests/levers.py's (loaded by path: this file
+# has the same name).
+_spec = importlib.util.spec_from_file_location("tests_levers", ROOT / "benchmarks" / "tests" / "levers.py")
+_tests_levers = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_tests_levers)
+alternate = _tests_levers.alternate
 
 # Lever -> environment over the project's ansible.cfg.
 LEVERS = {
@@ -49,27 +56,15 @@ def main() -> int:
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_FORCE_COLOR="false",
                PATH=f"{BIN}:{os.environ['PATH']}")
     argv = [str(BIN / "ansible-playbook"), "-i", str(args.inventory), str(ROOT / "playbooks/lab.yml")]
-    seconds: dict[str, list[float]] = {k: [] for k in levers}
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs", flush=True)
-    for n in range(1, args.rounds + 1):
-        for lever in levers:
-            load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-            started = time.monotonic()
-            result = subprocess.run(argv, cwd=ROOT, env=dict(env, **LEVERS[lever]), capture_output=True, text=True,
-                                    check=False)
-            took = time.monotonic() - started
-            changed = sum(int(c) for c in CHANGED.findall(result.stdout))
-            print(f"round {n} {lever:18} {took:6.1f} s  rc {result.returncode}  changed {changed}  load {load}",
-                  flush=True)
-            if result.returncode or changed:
-                print(result.stdout[-3000:], result.stderr[-2000:], file=sys.stderr)
-                return 1
-            seconds[lever].append(took)
-    base = sum(seconds["base"]) / len(seconds["base"])
-    for lever in levers:
-        mean = sum(seconds[lever]) / len(seconds[lever])
-        print(f"{lever:18} mean {mean:6.1f} s  ratio to base {mean / base:.2f}")
-    return 0
+
+    def run(lever: str) -> tuple[subprocess.CompletedProcess, str, bool]:
+        result = subprocess.run(argv, cwd=ROOT, env=dict(env, **LEVERS[lever]), capture_output=True, text=True,
+                                check=False)
+        changed = sum(int(c) for c in CHANGED.findall(result.stdout))
+        return result, f"changed {changed}", result.returncode == 0 and changed == 0
+
+    return alternate(levers, args.rounds, run)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,30 @@ LEVERS["no-mitogen"] = {"ANSIBLE_STRATEGY": "linear"}
 ARGV = {"mitogen": ["-e", "ansible_connection=docker"]}
 
 
+def alternate(levers: list[str], rounds: int, run) -> int:
+    """Run `run(lever)` for each lever in turn, round after round (A B C A B C ...), so that the load of the
+    machine falls on each alike. `run` returns (the finished process, a note to print, whether the run
+    counts). Prints each run, then each lever's mean and its ratio to the first lever's. Returns 0, or 1 at
+    the first run that does not count (its output is printed)."""
+    seconds: dict[str, list[float]] = {k: [] for k in levers}
+    for n in range(1, rounds + 1):
+        for lever in levers:
+            load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+            started = time.monotonic()
+            result, note, ok = run(lever)
+            took = time.monotonic() - started
+            print(f"round {n} {lever:18} {took:6.1f} s  rc {result.returncode}  load {load}  {note}", flush=True)
+            if not ok:
+                print(result.stdout[-3000:], result.stderr[-2000:], file=sys.stderr)
+                return 1
+            seconds[lever].append(took)
+    base = sum(seconds[levers[0]]) / len(seconds[levers[0]])
+    for lever in levers:
+        mean = sum(seconds[lever]) / len(seconds[lever])
+        print(f"{lever:18} mean {mean:6.1f} s  ratio to {levers[0]} {mean / base:.2f}")
+    return 0
+
+
 def ephemeral(scenario: str) -> Path:
     """Molecule's ephemeral directory of this worktree's scenario (named as Molecule names it)."""
     from molecule.text import checksum
@@ -73,27 +97,14 @@ def main() -> int:
     env = dict(os.environ, ANSIBLE_CONFIG=str(state / "ansible.cfg"), ANSIBLE_FORCE_COLOR="false",
                ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".build" / "collections"), MOLECULE_EPHEMERAL_DIRECTORY=str(state))
     argv = ["ansible-playbook", "-i", str(state / "inventory"), str(ROOT / "molecule" / args.scenario / "converge.yml")]
-    seconds: dict[str, list[float]] = {k: [] for k in levers}
-    for n in range(1, args.rounds + 1):
-        for lever in levers:
-            load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-            started = time.monotonic()
-            result = subprocess.run(argv + ARGV.get(lever, []), env=dict(env, **LEVERS[lever]), capture_output=True,
-                                    text=True, check=False)
-            took = time.monotonic() - started
-            seconds[lever].append(took)
-            recap = [ln for ln in result.stdout.splitlines() if "changed=" in ln]
-            print(f"round {n} {lever:18} {took:6.1f} s  rc {result.returncode}  load {load}  {' | '.join(recap)}",
-                  flush=True)
-            if result.returncode:
-                print(result.stdout[-2000:], result.stderr[-2000:], file=sys.stderr)
-                return 1
-    base = sum(seconds["base"]) / len(seconds["base"])
-    for lever in levers:
-        mean = sum(seconds[lever]) / len(seconds[lever])
-        print(f"{lever:18} mean {mean:6.1f} s  ratio to base {mean / base:.2f}")
-    return 0
 
+    def run(lever: str) -> tuple[subprocess.CompletedProcess, str, bool]:
+        result = subprocess.run(argv + ARGV.get(lever, []), env=dict(env, **LEVERS[lever]), capture_output=True,
+                                text=True, check=False)
+        recap = [ln for ln in result.stdout.splitlines() if "changed=" in ln]
+        return result, " | ".join(recap), result.returncode == 0
+
+    return alternate(levers, args.rounds, run)
 
 if __name__ == "__main__":
     sys.exit(main())
